@@ -1,0 +1,31 @@
+# Two entry points for a newcomer: `make demo` and `make test`. Both set up .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+# The pinned CPU wheel is installed before anything else so that CPU machines never pull CUDA builds.
+# Override on a GPU machine, e.g. `make install TORCH_SPEC="torch==2.13.0 --index-url ..."`.
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+DEMO_OUT ?= demo-report
+
+.PHONY: install demo test bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: install
+	$(BIN)/blindspot demo --out $(DEMO_OUT) --overwrite
+
+test: install
+	$(BIN)/python -m pytest -n 2
+
+bench: install
+	$(BIN)/python benchmarks/bench_pitfalls.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache

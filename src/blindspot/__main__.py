@@ -1,0 +1,7 @@
+"""``python -m blindspot`` runs the command line."""
+
+import sys
+
+from blindspot.cli import main
+
+sys.exit(main())

@@ -1,0 +1,186 @@
+"""MIDL 2022 experiments 1 and 2: anomaly intensity and texture against simulated reconstruction error.
+
+The "reconstruction" is the normal image blurred with a Gaussian of σ; the anomaly map is
+``|blur_σ(x) − x_anomalous|``; the score is average precision over all pixels of each slice
+(background included), then the mean over images. One centre per image, shared by every cell.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from blindspot.anomalies import TEXTURES, anomaly_labels, sample_centers, texture_anomaly
+from blindspot.errors import BlindspotError
+from blindspot.experiments.grid import grid_fingerprint, run_grid
+
+
+def intensity_grid_axes(n_intensities: int = 100, n_sigmas: int = 100, sigma_max: float = 5.0):
+    """The protocol's axes: ``linspace(0, 1, n_intensities)`` and ``linspace(0, sigma_max, n_sigmas)``."""
+    for name, value in (("--n-intensities", n_intensities), ("--n-sigmas", n_sigmas)):
+        if value < 1:
+            raise BlindspotError(f"{name} must be at least 1; got {value}.")
+    if not sigma_max >= 0:
+        raise BlindspotError(f"--sigma-max must be >= 0; got {sigma_max}.")
+    return np.linspace(0, 1, n_intensities), np.linspace(0, sigma_max, n_sigmas)
+
+
+def random_streams(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
+    """Independent generators for the centres and for the textures' randomness (pixel shuffle).
+
+    Separate streams make the shuffle identical whether the centres are sampled or given.
+    """
+    centers_seed, texture_seed = np.random.SeedSequence(seed).spawn(2)
+    return np.random.default_rng(centers_seed), np.random.default_rng(texture_seed)
+
+
+def _centers(images: np.ndarray, centers, seed: int) -> np.ndarray:
+    return sample_centers(images, random_streams(seed)[0]) if centers is None else np.asarray(centers, dtype=np.int64)
+
+
+def intensity_experiment(
+    images: np.ndarray,
+    *,
+    intensities: Sequence[float],
+    sigmas: Sequence[float],
+    radius: float = 20,
+    seed: int = 0,
+    centers: np.ndarray | None = None,
+    workers: int | None = None,
+    cache_dir: str | Path | None = None,
+) -> dict[str, np.ndarray]:
+    """Experiment 1: AP of a constant-intensity disk for every (intensity, σ) cell.
+
+    Returns
+    -------
+    dict with ``intensities`` (I,), ``sigmas`` (S,), ``ap`` (I, S) mean over images,
+    ``ap_per_image`` (N, I, S), ``residual_mean`` (I, S) (mean of the anomaly map over pixels and
+    images) and ``centers`` (N, 2).
+    """
+    intensities, sigmas = np.asarray(intensities, float), np.asarray(sigmas, float)
+    centers = _centers(images, centers, seed)
+    labels = anomaly_labels(images, centers, radius)
+    values = intensities.astype(images.dtype)[:, None]
+    key = grid_fingerprint(images, kind="intensity", intensities=intensities, sigmas=sigmas, centers=centers, radius=radius)
+    ap, residual = run_grid(
+        images, labels, lambda n: values, sigmas, workers=workers, cache_dir=cache_dir, fingerprint=key, desc="intensity grid"
+    )
+    return {
+        "intensities": intensities,
+        "sigmas": sigmas,
+        "ap": ap.mean(axis=0),
+        "ap_per_image": ap,
+        "residual_mean": residual.mean(axis=0),
+        "centers": centers,
+    }
+
+
+def texture_experiment(
+    images: np.ndarray,
+    *,
+    sigmas: Sequence[float],
+    textures: Sequence[str] = TEXTURES,
+    radius: float = 20,
+    seed: int = 0,
+    centers: np.ndarray | None = None,
+    match_intensities: Sequence[float] | None = None,
+    workers: int | None = None,
+    cache_dir: str | Path | None = None,
+) -> dict[str, np.ndarray]:
+    """Experiment 2: AP of texture anomalies (pixel shuffle, sink, source) for every σ.
+
+    The seed's first stream draws the centres (so they equal experiment 1's for the same seed and
+    images), its second stream the shuffle permutation (see :func:`random_streams`). With ``match_intensities`` the intensity grid of experiment 1 is
+    computed in the same pass on the same centres (sharing every blur and sort) and each texture
+    curve is matched to its closest intensity row (see :func:`match_curves`).
+
+    Returns
+    -------
+    dict with ``textures`` (T,), ``sigmas`` (S,), ``ap`` (T, S), ``ap_per_image`` (N, T, S),
+    ``residual_mean`` (T, S), ``centers`` (N, 2), and with matching also ``intensities`` (I,),
+    ``intensity_ap`` (I, S), ``intensity_ap_per_image`` (N, I, S), ``intensity_residual_mean`` (I, S).
+    """
+    sigmas = np.asarray(sigmas, float)
+    centers = _centers(images, centers, seed)
+    rng = random_streams(seed)[1]
+    labels = anomaly_labels(images, centers, radius)
+    # Only the label pixels of each anomalous image are kept: K values per image and texture.
+    texture_values = [[] for _ in images]
+    for kind in textures:
+        anomalous = texture_anomaly(images, kind, radius=radius, centers=centers, rng=rng).images
+        for n in range(len(images)):
+            texture_values[n].append(anomalous[n][labels[n]])
+    rows = [np.stack(v) for v in texture_values]
+    n_textures = len(textures)
+    intensity_rows = None
+    if match_intensities is not None:
+        match_intensities = np.asarray(match_intensities, float)
+        intensity_rows = match_intensities.astype(images.dtype)[:, None]
+        rows = [np.concatenate([r, np.broadcast_to(intensity_rows, (len(intensity_rows), r.shape[1]))]) for r in rows]
+    key = grid_fingerprint(
+        images, kind="texture", textures=list(textures), sigmas=sigmas, centers=centers, radius=radius, seed=seed,
+        intensities=match_intensities,
+    )
+    ap, residual = run_grid(
+        images, labels, lambda n: rows[n], sigmas, workers=workers, cache_dir=cache_dir, fingerprint=key, desc="texture grid"
+    )
+    result = {
+        "textures": np.asarray(textures),
+        "sigmas": sigmas,
+        "ap": ap[:, :n_textures].mean(axis=0),
+        "ap_per_image": ap[:, :n_textures],
+        "residual_mean": residual[:, :n_textures].mean(axis=0),
+        "centers": centers,
+    }
+    if intensity_rows is not None:
+        result.update(
+            intensities=match_intensities,
+            intensity_ap=ap[:, n_textures:].mean(axis=0),
+            intensity_ap_per_image=ap[:, n_textures:],
+            intensity_residual_mean=residual[:, n_textures:].mean(axis=0),
+        )
+    return result
+
+
+def match_curves(curves: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """For each row of ``curves`` (C, S), the index of the ``reference`` row (R, S) at the smallest L1 distance.
+
+    Used to match texture curves to intensity rows (experiment 2) and, transposed, model curves to
+    σ columns (experiment 3). Ties go to the lowest index.
+
+    >>> match_curves(np.array([[0.9, 0.5]]), np.array([[1.0, 1.0], [0.8, 0.4], [0.0, 0.0]]))
+    array([1])
+    """
+    distances = np.abs(np.asarray(curves)[:, None, :] - np.asarray(reference)[None, :, :]).sum(axis=2)
+    return np.argmin(distances, axis=1)
+
+
+def blind_spot_table(intensities: np.ndarray, sigmas: np.ndarray, ap: np.ndarray, at_sigmas=(0.5, 1, 2, 3, 5)) -> list[dict]:
+    """Per σ (the grid values nearest to ``at_sigmas``): intensity bands with AP < 0.5, min AP and where, mean AP."""
+    rows, seen = [], set()
+    for target in at_sigmas:
+        s = int(np.argmin(np.abs(sigmas - target)))
+        if s in seen:
+            continue
+        seen.add(s)
+        curve = ap[:, s]
+        rows.append(
+            {
+                "sigma": float(sigmas[s]),
+                "blind_bands": _bands(intensities, curve < 0.5),
+                "min_ap": float(curve.min()),
+                "min_at": float(intensities[int(np.argmin(curve))]),
+                "mean_ap": float(curve.mean()),
+            }
+        )
+    return rows
+
+
+def _bands(values: np.ndarray, inside: np.ndarray) -> list[tuple[float, float]]:
+    """Contiguous runs of ``inside`` as (first value, last value) pairs."""
+    edges = np.diff(np.concatenate([[0], inside.astype(np.int8), [0]]))
+    starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1
+    return [(float(values[a]), float(values[b])) for a, b in zip(starts, stops)]
+

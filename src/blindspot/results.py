@@ -1,0 +1,115 @@
+"""Self-describing result folders, written atomically.
+
+A run writes into ``OUT.partial/`` and renames it to ``OUT`` only when everything is there, so an
+interrupted or failed run never leaves a half-written result folder behind. ``config.json`` always
+records the parameters, the seed and the package version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from blindspot.errors import BlindspotError
+
+#: Subfolder of a staging folder that holds resumable partial work.
+CACHE = ".cache"
+
+
+def provenance() -> dict[str, str]:
+    """Package and library versions recorded in every result file."""
+    import scipy
+
+    from blindspot import __version__
+
+    return {
+        "blindspot": __version__,
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+def write_json(path: str | Path, data: dict) -> None:
+    """Write ``data`` as indented JSON through a temporary file and an atomic rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(_jsonable(data), handle, indent=2)
+        handle.write("\n")
+    os.replace(tmp, path)
+
+
+def save_npz(path: str | Path, **arrays: Any) -> None:
+    """``np.savez_compressed`` through a temporary file and an atomic rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "wb") as handle:
+        np.savez_compressed(handle, **arrays)
+    os.replace(tmp, path)
+
+
+def check_out_dir(out: str | Path, *, overwrite: bool) -> Path:
+    """Refuse to replace an existing result folder unless ``overwrite`` is set."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise BlindspotError(f"output folder '{out}' already exists; pass --overwrite to replace it or choose another --out.")
+    if out.exists() and not out.is_dir():
+        raise BlindspotError(f"output path '{out}' exists and is not a folder.")
+    return out
+
+
+@contextmanager
+def result_folder(out: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a staging folder that becomes ``out`` only if the block finishes without error.
+
+    The staging folder ``OUT.partial`` is kept after an interruption so a long run can resume from
+    what it holds (resumable work goes into its ``.cache`` subfolder, dropped on success); it is
+    removed after a user error.
+    """
+    out = check_out_dir(out, overwrite=overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.with_name(out.name + ".partial")
+    staging.mkdir(exist_ok=True)
+    try:
+        yield staging
+    except BlindspotError:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    shutil.rmtree(staging / CACHE, ignore_errors=True)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(staging, out)
+
+
+def load_json(path: str | Path) -> dict:
+    """Read a JSON file written by blindspot, with a clear error when it is missing or corrupt."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BlindspotError(f"'{path}' does not exist; expected a blindspot result file.") from None
+    except json.JSONDecodeError as err:
+        raise BlindspotError(f"'{path}' is not valid JSON ({err.msg} at line {err.lineno}).") from None
