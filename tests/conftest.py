@@ -1,0 +1,37 @@
+"""Shared fixtures: small NIfTI volumes and image stacks made on the fly."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+
+def brain_volume(shape=(48, 48, 24), seed=0) -> np.ndarray:
+    """A float32 'brain': an ellipsoid of textured intensities in (0, 1], background exactly 0."""
+    rng = np.random.default_rng(seed)
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij"))
+    inside = (grid**2).sum(axis=0) < 0.8
+    values = np.clip(0.3 + 0.4 * rng.random(shape) + 0.2 * grid[0], 0.05, 1.0)
+    return np.where(inside, values, 0).astype(np.float32)
+
+
+def save_nifti(path, volume) -> None:
+    nib.save(nib.Nifti1Image(np.asarray(volume), np.eye(4)), str(path))
+
+
+@pytest.fixture
+def nifti_folder(tmp_path):
+    """Five small volumes in the MOOD layout (sorted names)."""
+    folder = tmp_path / "volumes"
+    folder.mkdir()
+    for k in range(5):
+        save_nifti(folder / f"case_{k:03d}.nii.gz", brain_volume(seed=k))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def mni_images():
+    from blindspot.data import load_images
+
+    return load_images().images
