@@ -30,6 +30,7 @@ import numpy as np
 from blindspot.errors import BlindspotError
 
 TEXTURES = ("shuffle", "sink", "source")
+_BLOCK = 32  # images per block in vectorised mask computations
 
 
 @dataclass(frozen=True)
@@ -47,12 +48,16 @@ def sample_centers(images: np.ndarray, rng: np.random.Generator | int | None = N
     Draws exactly one ``rng.integers`` call for the batch, so the same seed gives the same centres.
     """
     rng = np.random.default_rng(rng)
-    foreground = images.reshape(len(images), -1) > 0
-    counts = foreground.sum(axis=1)
+    flat_images = images.reshape(len(images), -1)
+    blocks = range(0, len(images), _BLOCK)  # blocks bound the (N, H·W) temporaries
+    counts = np.concatenate([(flat_images[b : b + _BLOCK] > 0).sum(axis=1) for b in blocks])
     if (counts == 0).any():
         raise BlindspotError(f"image {int(np.argmin(counts))} has an empty foreground; cannot place an anomaly centre.")
     picks = rng.integers(0, counts)  # the k-th foreground pixel of each image, in raster order
-    flat = np.argmax(np.cumsum(foreground, axis=1) > picks[:, None], axis=1)
+    flat = np.concatenate([
+        np.argmax(np.cumsum(flat_images[b : b + _BLOCK] > 0, axis=1) > picks[b : b + _BLOCK, None], axis=1)
+        for b in blocks
+    ])
     return np.stack(np.unravel_index(flat, images.shape[1:]), axis=1).astype(np.int64)
 
 
@@ -74,9 +79,13 @@ def disk_masks(shape: tuple[int, int], centers: np.ndarray, radius: float) -> np
     """Boolean disks ``(N, H, W)``: the pixels of ``skimage.draw.disk(center, radius)`` for each centre."""
     if not radius > 0:
         raise BlindspotError(f"--radius must be positive; got {radius}.")
-    rows = np.arange(shape[0], dtype=np.float64)[None, :, None] - centers[:, 0, None, None]
-    cols = np.arange(shape[1], dtype=np.float64)[None, None, :] - centers[:, 1, None, None]
-    return (rows / radius) ** 2 + (cols / radius) ** 2 < 1
+    rows = ((np.arange(shape[0], dtype=np.float64)[None, :] - centers[:, :1]) / radius) ** 2  # (N, H)
+    cols = ((np.arange(shape[1], dtype=np.float64)[None, :] - centers[:, 1:]) / radius) ** 2  # (N, W)
+    masks = np.empty((len(centers), *shape), bool)
+    for start in range(0, len(centers), _BLOCK):  # blocks bound the float64 temporary
+        block = slice(start, start + _BLOCK)
+        np.less(rows[block, :, None] + cols[block, None, :], 1, out=masks[block])
+    return masks
 
 
 def anomaly_labels(images: np.ndarray, centers: np.ndarray, radius: float) -> np.ndarray:

@@ -58,26 +58,38 @@ def image_grid(
     values : ndarray broadcastable to (V, K)
         The anomalous image's values at the K label pixels (raster order), one row per variant.
     """
+    values = np.asarray(values, dtype=image.dtype)
+    ap = np.empty((values.shape[0], len(sigmas)))
+    residual = np.empty((values.shape[0], len(sigmas)))
+    for s, sigma in enumerate(sigmas):
+        ap[:, s], residual[:, s] = reconstruction_ap(image, label, values, gaussian_filter(image, float(sigma)))
+    return ap, residual
+
+
+def reconstruction_ap(
+    image: np.ndarray, label: np.ndarray, values: np.ndarray, reconstruction: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """AP and mean residual ``(V,)`` of ``|reconstruction − x_anomalous|`` for every anomaly variant.
+
+    The reconstruction is shared by all variants (a blur of the normal image, or a model's
+    reconstruction of it), so the negatives are sorted once. Arguments as in :func:`image_grid`,
+    plus ``reconstruction`` ``(H, W)`` in the image's dtype.
+    """
     flat = image.ravel()
     inside = label.ravel()
-    normal_out = flat[~inside]
     values = np.asarray(values, dtype=image.dtype)
-    n_variants = values.shape[0]
-    ap = np.empty((n_variants, len(sigmas)))
-    residual = np.empty((n_variants, len(sigmas)))
-    for s, sigma in enumerate(sigmas):
-        blurred = gaussian_filter(image, float(sigma)).ravel()
-        negatives = np.abs(blurred[~inside] - normal_out)
-        positives = np.abs(blurred[inside][None, :] - values)
-        positives = np.broadcast_to(positives, (n_variants, positives.shape[1]))
-        ap[:, s] = ap_against_negatives(positives, np.sort(negatives[negatives > 0]), len(negatives))
-        residual[:, s] = (negatives.sum(dtype=np.float64) + positives.sum(axis=1, dtype=np.float64)) / flat.size
+    recon = reconstruction.ravel()
+    negatives = np.abs(recon[~inside] - flat[~inside])
+    positives = np.abs(recon[inside][None, :] - values)
+    positives = np.broadcast_to(positives, (values.shape[0], positives.shape[1]))
+    ap = ap_against_negatives(positives, np.sort(negatives[negatives > 0]), len(negatives))
+    residual = (negatives.sum(dtype=np.float64) + positives.sum(axis=1, dtype=np.float64)) / flat.size
     return ap, residual
 
 
 def grid_fingerprint(images: np.ndarray, **params) -> str:
     """A short hash of the images and every parameter that determines a grid's numbers (for resuming)."""
-    digest = hashlib.sha256(np.ascontiguousarray(images).tobytes())
+    digest = hashlib.sha256(np.ascontiguousarray(images))  # hashes the buffer without a copy
     digest.update(json.dumps(params, sort_keys=True, default=lambda a: np.asarray(a).tolist()).encode())
     return digest.hexdigest()[:16]
 
