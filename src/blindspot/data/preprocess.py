@@ -52,3 +52,51 @@ def normalize_percentile(volume: np.ndarray, percentile: float, *, name: str = "
         raise BlindspotError(f"{name} has an empty foreground (no voxel > 0); cannot normalise it.")
     scale = np.percentile(foreground, percentile)
     return np.clip(volume / scale, 0, 1).astype(np.float32)
+
+
+def resize(images: np.ndarray, size: int, *, labels: bool = False) -> np.ndarray:
+    """Resize each image of a stack ``(N, H, W)`` (or one ``(H, W)`` image) to ``size`` × ``size``.
+
+    Intensities use linear interpolation with anti-aliasing when shrinking (``skimage.transform.
+    resize``, order 1), clipped to the input range, and stay float32; a zero background stays
+    (numerically) zero away from the foreground border. Label or brain masks (``labels=True``) use
+    nearest-neighbour interpolation and stay bool. Non-square images are stretched: centre-crop
+    them first (:func:`center_crop`) to keep the aspect ratio.
+    """
+    from skimage.transform import resize as sk_resize
+
+    if not (isinstance(size, (int, np.integer)) and size >= 1):
+        raise BlindspotError(f"--resize must be a positive integer; got {size!r}.")
+    stack = np.asarray(images)
+    if stack.shape[-2:] == (size, size):
+        return stack
+    shape = stack.shape[:-2] + (size, size)
+    if labels:
+        return sk_resize(stack.astype(bool), shape, order=0, anti_aliasing=False, preserve_range=True).astype(bool)
+    out = sk_resize(stack.astype(np.float32, copy=False), shape, order=1, anti_aliasing=True, preserve_range=True)
+    return np.clip(out, stack.min(), stack.max()).astype(np.float32)
+
+
+def center_crop(images: np.ndarray, size: int) -> np.ndarray:
+    """The central ``size`` × ``size`` region of each image (last two axes); images must be at least that big."""
+    stack = np.asarray(images)
+    height, width = stack.shape[-2:]
+    if not (isinstance(size, (int, np.integer)) and 1 <= size <= min(height, width)):
+        raise BlindspotError(f"--crop must be an integer in [1, {min(height, width)}] for images of size {height}×{width}; got {size!r}.")
+    top, left = (height - size) // 2, (width - size) // 2
+    return stack[..., top:top + size, left:left + size]
+
+
+def foreground_mask(images: np.ndarray, *, threshold: float = 0.0, fill_holes: bool = True) -> np.ndarray:
+    """Foreground (brain) mask of each 2D image: pixels > ``threshold``, holes filled per image.
+
+    With the project's convention (background exactly 0) the default is ``image > 0``; filling holes
+    keeps dark lesions or ventricles (value 0 inside the brain) inside the mask.
+    """
+    from scipy.ndimage import binary_fill_holes, generate_binary_structure
+
+    mask = np.asarray(images) > threshold
+    if fill_holes and mask.ndim >= 2:
+        structure = generate_binary_structure(2, 1).reshape((1,) * (mask.ndim - 2) + (3, 3))
+        mask = binary_fill_holes(mask, structure=structure)
+    return mask
