@@ -26,6 +26,8 @@ test: install
 
 bench: install
 	$(BIN)/python benchmarks/bench_pitfalls.py
+	$(BIN)/python benchmarks/bench_training.py
+	$(BIN)/python benchmarks/bench_metrics.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache

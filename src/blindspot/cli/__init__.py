@@ -22,10 +22,17 @@ def cli() -> None:
 
 def _register() -> None:
     from blindspot.cli.demo import demo
+    from blindspot.cli.evaluate import evaluate
     from blindspot.cli.pitfalls import pitfalls
+    from blindspot.cli.sweep import sweep
+    from blindspot.cli.train import list_models, train
 
     cli.add_command(pitfalls)
     cli.add_command(demo)
+    cli.add_command(evaluate)
+    cli.add_command(sweep)
+    cli.add_command(train)
+    cli.add_command(list_models)
 
 
 _register()

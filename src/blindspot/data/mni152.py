@@ -74,7 +74,7 @@ def mni152_slices(
     bad = [s for s in slices if not 0 <= s < depth]
     if bad:
         raise BlindspotError(f"slice {bad[0]} is out of range for the mni152 template along axis {axis} (0..{depth - 1}).")
-    images = np.stack([to_canvas(np.rot90(np.take(volume, s, axis=axis))) for s in slices]).astype(np.float32)
+    images = np.stack([to_canvas(np.rot90(volume[(slice(None),) * axis + (s,)])) for s in slices]).astype(np.float32)
     names = [f"mni152[axis={axis}, slice={s}]" for s in slices]
     source = {"data": "mni152", "axis": axis, "slices": slices, "normalize": normalize, "canvas": CANVAS}
     return ImageSet(images, names, source)

@@ -67,6 +67,15 @@ from blindspot.models.pitfalls_ae import AE, SpatialAE
 from blindspot.models.vae import VAE
 from blindspot.models.vqvae import VQVAE2
 
+
+
+def load(path, *, device="cpu"):
+    """Rebuild a model, in eval mode, from a blindspot checkpoint alone (see :func:`blindspot.checkpoint.load_model`)."""
+    from blindspot.checkpoint import load_model  # deferred: checkpoint imports this package
+
+    return load_model(path, device=device)
+
+
 __all__ = [
     "AE",
     "CEAE",
@@ -79,6 +88,7 @@ __all__ = [
     "SpatialAE",
     "create_model",
     "list_models",
+    "load",
     "model_options",
     "register_model",
 ]
