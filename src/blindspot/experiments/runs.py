@@ -85,13 +85,19 @@ def run_intensity(
     overwrite: bool = False,
 ) -> Path:
     """Experiment 1 (``blindspot pitfalls intensity``) into the result folder ``out``."""
-    check_out_dir(out, overwrite=overwrite)
     parameters = dict(asdict(data), radius=radius, n_intensities=n_intensities, n_sigmas=n_sigmas,
                       sigma_max=sigma_max, seed=seed, save_inputs=save_inputs)
-    intensity_grid_axes(n_intensities, n_sigmas, sigma_max)  # fail on bad axes before loading data
+    return _run(out, data, parameters, overwrite,
+                lambda folder, imageset: write_intensity(folder, imageset, parameters, workers=workers))
+
+
+def _run(out, data: DataOptions, parameters: dict, overwrite: bool, write) -> Path:
+    """Check the output and the grid axes, load the data, then ``write(folder, imageset)`` atomically."""
+    check_out_dir(out, overwrite=overwrite)
+    intensity_grid_axes(parameters["n_intensities"], parameters["n_sigmas"], parameters["sigma_max"])  # fail before loading
     imageset = data.load()
     with result_folder(out, overwrite=overwrite) as folder:
-        write_intensity(folder, imageset, parameters, workers=workers)
+        write(folder, imageset)
     return Path(out)
 
 
@@ -178,11 +184,8 @@ def run_texture(
     overwrite: bool = False,
 ) -> Path:
     """Experiment 2 (``blindspot pitfalls texture``) into the result folder ``out``."""
-    check_out_dir(out, overwrite=overwrite)
     parameters = dict(asdict(data), radius=radius, n_intensities=n_intensities, n_sigmas=n_sigmas,
                       sigma_max=sigma_max, seed=seed, save_inputs=save_inputs)
-    intensity_grid_axes(n_intensities, n_sigmas, sigma_max)
-    imageset = data.load()
-    with result_folder(out, overwrite=overwrite) as folder:
-        write_texture(folder, imageset, parameters, match=Path(match) if match else None, workers=workers)
-    return Path(out)
+    match = Path(match) if match else None
+    return _run(out, data, parameters, overwrite,
+                lambda folder, imageset: write_texture(folder, imageset, parameters, match=match, workers=workers))
