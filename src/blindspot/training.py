@@ -36,12 +36,12 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from blindspot.anomalies import disk_anomaly
 from blindspot.augment import Augmentation
 from blindspot.checkpoint import load_checkpoint, save_checkpoint
 from blindspot.data import DataOptions, ImageSet, equalize_histogram, list_volumes, mni152_slices, nifti_slices, split_files
+from blindspot.data.preprocess import resize
 from blindspot.data.mni152 import CANVAS, DEFAULT_SLICES
 from blindspot.errors import BlindspotError
 from blindspot.metrics import average_precision_batch
@@ -90,10 +90,8 @@ VALIDATION_RADIUS = 20
 def resize_images(images: np.ndarray, size: int) -> np.ndarray:
     """Pad images to a square (centred, zeros) and resize them to ``size`` × ``size``.
 
-    Bilinear interpolation with antialiasing (``F.interpolate(..., antialias=True)``): its weights
-    are non-negative, so values stay in [0, 1]. The foreground mask (``x > 0``) is resized with the
-    same kernel and pixels less than half covered by it are set to 0, so the brain's outline follows
-    the anatomy instead of growing a faint ring of near-zero "brain" pixels around it.
+    The resizing is :func:`blindspot.data.preprocess.resize` (antialiased bilinear; values stay in
+    [0, 1] and the brain outline follows the anatomy), shared with evaluation.
 
     Parameters
     ----------
@@ -126,14 +124,7 @@ def resize_images(images: np.ndarray, size: int) -> np.ndarray:
         images = square
     if side == size:
         return images.copy()
-    out = np.empty((n, size, size), np.float32)
-    for start in range(0, n, 256):  # bounded memory for large stacks
-        chunk = torch.from_numpy(images[start : start + 256]).unsqueeze(1)
-        both = torch.cat([chunk, (chunk > 0).float()], dim=1)  # intensities and foreground coverage
-        resized = F.interpolate(both, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        values, coverage = resized[:, 0].clamp_(0, 1), resized[:, 1]
-        out[start : start + len(chunk)] = torch.where(coverage >= 0.5, values, 0).numpy()
-    return out
+    return resize(images, size)
 
 
 @dataclass(frozen=True)
