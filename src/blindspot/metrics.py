@@ -11,6 +11,10 @@ vectorised across images. All forms share one sort per row: scores sorted in des
 the cumulative count of positives at every position, and a mask of the tie-group ends (the last
 position of each run of equal scores), which are the only positions where a threshold can fall.
 Order inside a tie group therefore never matters, so a plain (non-stable) sort is enough.
+
+For pooled pixels of a whole dataset (10⁸ and more), use the count tables of
+:mod:`blindspot.streaming` (same definitions, mergeable across volumes, several times faster
+there because they sort values instead of arg-sorting them).
 """
 
 from __future__ import annotations
