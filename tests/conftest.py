@@ -35,3 +35,14 @@ def mni_images():
     from blindspot.data import load_images
 
     return load_images().images
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """Tiny models gain nothing from intra-op threads, and under ``pytest -n 2`` they oversubscribe the cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

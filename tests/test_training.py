@@ -56,17 +56,11 @@ def assert_same_run(a, b):
     assert read_metrics(a) == read_metrics(b)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and under ``pytest -n 2`` they oversubscribe the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory, one_thread):
+def uninterrupted(tmp_path_factory, torch_one_thread):
     """A 40-step run without interruption (the reference of the resume tests)."""
     return run_tiny(tmp_path_factory.mktemp("reference") / "run")
 

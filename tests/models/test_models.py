@@ -33,13 +33,7 @@ SIZES = [32, 64]
 B = 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: threads only add overhead (and oversubscribe the cores under xdist)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def small(name: str, size: int, **extra: object) -> ReconstructionModel:
