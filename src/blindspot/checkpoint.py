@@ -20,14 +20,13 @@ files with ``torch.load(weights_only=True)``: loading a checkpoint never runs co
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from blindspot.errors import BlindspotError
+from blindspot.results import atomic_write
 
 __all__ = ["FORMAT", "load_checkpoint", "load_model", "save_checkpoint"]
 
@@ -87,14 +86,8 @@ def save_checkpoint(
         "version": __version__,
         "extra": dict(extra or {}),
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb") as handle:
+        torch.save(payload, handle)
     return path
 
 

@@ -26,9 +26,7 @@ Protocol, in order (see ``docs/evaluation.md``):
 
 from __future__ import annotations
 
-import csv
 import heapq
-import io
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -878,18 +876,6 @@ def _clean(value):
     return value
 
 
-def _csv(rows: list[dict]) -> str:
-    columns: list[str] = []
-    for row in rows:
-        columns += [k for k in row if k not in columns]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: (repr(float(v)) if isinstance(v, (float, np.floating)) else v) for k, v in row.items()})
-    return buffer.getvalue()
-
-
 def _thin(*arrays: np.ndarray, limit: int = 20000) -> tuple[np.ndarray, ...]:
     """At most ``limit`` evenly spaced points (first and last kept), for drawing only."""
     n = len(arrays[0])
@@ -1004,16 +990,16 @@ def summary_markdown(evaluation: Evaluation, config: dict) -> str:
 def write_evaluation(folder: Path, evaluation: Evaluation, config: dict) -> None:
     """Write every result file of an evaluation into ``folder`` (see ``docs/evaluation.md``)."""
     from blindspot.report import save_figure
-    from blindspot.results import save_npz, write_json
+    from blindspot.results import csv_text, save_npz, write_json
 
     folder = Path(folder)
     record = {"protocol": asdict(evaluation.options), "preset": config.get("preset"), "metrics": evaluation.metrics,
               "notes": evaluation.notes, "seed": evaluation.options.seed, "versions": config["versions"]}
     write_json(folder / "metrics.json", _clean(record))
     write_json(folder / "config.json", _clean(config))
-    (folder / "per_case.csv").write_text(_csv(evaluation.per_case))
+    (folder / "per_case.csv").write_text(csv_text(evaluation.per_case))
     if evaluation.per_unit:
-        (folder / f"per_{evaluation.options.pooling}.csv").write_text(_csv(evaluation.per_unit))
+        (folder / f"per_{evaluation.options.pooling}.csv").write_text(csv_text(evaluation.per_unit))
     arrays = {f"pixel_{k}": v for k, v in evaluation.curves.items()}
     arrays["image_scores"] = np.array([r["image_score"] for r in evaluation.per_case])
     arrays["image_labels"] = np.array([r["anomalous"] for r in evaluation.per_case], bool)

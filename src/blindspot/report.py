@@ -67,11 +67,11 @@ def plot_texture_curves(result: dict) -> Figure:
 
 def save_figure(fig: Figure, path: str | Path) -> None:
     """Save as PNG through a temporary name (atomic) and close the figure."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    from blindspot.results import atomic_write
+
+    with atomic_write(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=110)
     plt.close(fig)
-    tmp.replace(path)
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:

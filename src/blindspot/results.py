@@ -7,6 +7,8 @@ records the parameters, the seed and the package version.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import platform
@@ -14,7 +16,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import IO, Any, Iterator
 
 import numpy as np
 
@@ -52,23 +54,54 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def write_json(path: str | Path, data: dict) -> None:
-    """Write ``data`` as indented JSON through a temporary file and an atomic rename."""
+@contextmanager
+def atomic_write(path: str | Path, mode: str = "w", **open_options) -> Iterator[IO]:
+    """Open a temporary file beside ``path`` and rename it onto ``path`` only if the block succeeds.
+
+    Readers never see a half-written file, and a failed write leaves no temporary file behind.
+    ``mode`` and ``open_options`` (e.g. ``newline=""``) are passed to :func:`open`.
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
+    try:
+        with os.fdopen(fd, mode, **open_options) as handle:
+            yield handle
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | Path, data: dict) -> None:
+    """Write ``data`` as indented JSON, atomically."""
+    with atomic_write(path) as handle:
         json.dump(_jsonable(data), handle, indent=2)
         handle.write("\n")
-    os.replace(tmp, path)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write ``text``, atomically."""
+    with atomic_write(path) as handle:
+        handle.write(text)
 
 
 def save_npz(path: str | Path, **arrays: Any) -> None:
-    """``np.savez_compressed`` through a temporary file and an atomic rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as handle:
+    """``np.savez_compressed``, atomically."""
+    with atomic_write(path, "wb") as handle:
         np.savez_compressed(handle, **arrays)
-    os.replace(tmp, path)
+
+
+def csv_text(rows: list[dict]) -> str:
+    """Rows of dicts as CSV text: the union of their keys as columns, floats at full precision."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (repr(float(v)) if isinstance(v, (float, np.floating)) else v) for k, v in row.items()})
+    return buffer.getvalue()
 
 
 def check_out_dir(out: str | Path, *, overwrite: bool) -> Path:

@@ -45,7 +45,7 @@ from blindspot.data.preprocess import resize
 from blindspot.data.mni152 import CANVAS, DEFAULT_SLICES
 from blindspot.errors import BlindspotError
 from blindspot.metrics import average_precision_batch
-from blindspot.results import provenance, result_folder, write_json
+from blindspot.results import atomic_write, provenance, result_folder, write_json
 
 __all__ = [
     "MNI152_TRAIN_SLICES",
@@ -573,10 +573,8 @@ class _Log:
             rows = list(csv.reader(handle))
         kept = rows[:1] + [row for row in rows[1:] if int(row[0]) <= step]
         if len(kept) < len(rows):
-            tmp = self.path.with_suffix(".tmp")
-            with tmp.open("w", newline="") as handle:
+            with atomic_write(self.path, newline="") as handle:
                 csv.writer(handle).writerows(kept)
-            tmp.replace(self.path)
 
     def row(self, step: int, epoch: float, batch_size: int, metrics: dict[str, float]) -> dict[str, float]:
         """Write one row (means since the last row) and reset the sums; returns the row's numbers."""

@@ -21,12 +21,8 @@ mean of their image scores (their mean per-pixel loss).
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Sequence
@@ -40,7 +36,7 @@ from blindspot.errors import BlindspotError
 from blindspot.experiments.grid import grid_fingerprint
 from blindspot.metrics import average_precision, best_dice, roc_auc
 from blindspot.report import markdown_table, save_figure
-from blindspot.results import load_json, provenance, write_json
+from blindspot.results import csv_text, load_json, provenance, write_json, write_text
 
 #: Anomaly kinds of the abnormal test images, drawn uniformly per image.
 KINDS = ("disk", *TEXTURES)
@@ -334,10 +330,10 @@ def summarize(dims: Sequence[int], repeats: int, evaluations: dict) -> list[dict
 def write_summary(out: Path, dims: Sequence[int], repeats: int, evaluations: dict, settings: dict) -> None:
     """``summary.csv``, ``runs.csv``, ``summary.md`` and ``latent_sweep.png`` from the runs' evaluations."""
     rows = summarize(dims, repeats, evaluations)
-    _write_text(out / "summary.csv", _csv(rows))
+    write_text(out / "summary.csv", csv_text(rows))
     run_rows = [{"d": d, "repeat": k, "seed": evaluations[d, k]["seed"], **{m: evaluations[d, k][m] for m in METRICS}}
                 for d in dims for k in range(repeats)]
-    _write_text(out / "runs.csv", _csv(run_rows))
+    write_text(out / "runs.csv", csv_text(run_rows))
 
     def cell(row, name, digits):
         std = row[f"{name}_std"]
@@ -348,7 +344,7 @@ def write_summary(out: Path, dims: Sequence[int], repeats: int, evaluations: dic
     config = settings["train_config"]
     best = max(rows, key=lambda row: row["image_auroc_mean"])
     lowest = min(rows, key=lambda row: row["error_normal_mean"])
-    _write_text(out / "summary.md", (
+    write_text(out / "summary.md", (
         f"# Latent-size sweep: {settings['model']}\n\n"
         f"Preset `{settings['preset']}` ({config['steps']} steps, batch {config['batch_size']}, {config['size']} px), "
         f"data `{settings['data']['data']}`, {repeats} repeat(s) per d ({_seeds(config['seed'], repeats)}); "
@@ -366,21 +362,6 @@ def write_summary(out: Path, dims: Sequence[int], repeats: int, evaluations: dic
 
 def _seeds(seed: int, repeats: int) -> str:
     return f"seed {seed}" if repeats == 1 else f"seeds {seed}–{seed + repeats - 1}"
-
-
-def _csv(rows: list[dict]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
-def _write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
 
 
 def plot_sweep(rows: list[dict]):
