@@ -21,13 +21,17 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(BIN)/blindspot demo --out $(DEMO_OUT) --overwrite
 
+# -rs: skipped tests are listed with their reason (e.g. the browser test where Chromium is absent).
 test: install
-	$(BIN)/python -m pytest -n 2
+	$(BIN)/python -m pytest -n 2 -rs
 
 bench: install
 	$(BIN)/python benchmarks/bench_pitfalls.py
 	$(BIN)/python benchmarks/bench_training.py
 	$(BIN)/python benchmarks/bench_metrics.py
+	$(BIN)/python benchmarks/bench_bootstrap.py
+	$(BIN)/python benchmarks/bench_audit.py
+	$(BIN)/python benchmarks/bench_volumes.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache

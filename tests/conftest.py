@@ -30,13 +30,6 @@ def nifti_folder(tmp_path):
     return folder
 
 
-@pytest.fixture(scope="session")
-def mni_images():
-    from blindspot.data import load_images
-
-    return load_images().images
-
-
 @pytest.fixture(scope="module")
 def torch_one_thread():
     """Tiny models gain nothing from intra-op threads, and under ``pytest -n 2`` they oversubscribe the cores."""

@@ -1,4 +1,4 @@
-"""Tiny data sets in every evaluation layout, written on the fly (used by the evaluation tests)."""
+"""Tiny data sets in every layout, written on the fly (used by the data, training and evaluation tests)."""
 
 from __future__ import annotations
 

@@ -98,3 +98,94 @@ def test_image_scores():
         image_scores(maps, "mask-mean")
     with pytest.raises(BlindspotError, match="image score must be"):
         image_scores(maps, "median")
+
+
+# --------------------------------------------------------------------------------------------
+# the audit's scoring functions
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_ssim_index_map_is_skimages_full_map_bitwise(dtype):
+    from skimage.metrics import structural_similarity
+
+    from blindspot.scoring import ssim_index_map
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((3, 23, 17)).astype(dtype), rng.random((3, 23, 17)).astype(dtype)
+    stacked = ssim_index_map(x, y)
+    assert stacked.dtype == dtype
+    for k in range(3):
+        expected = structural_similarity(x[k], y[k], full=True, gaussian_weights=True, sigma=1.5, data_range=1)[1]
+        np.testing.assert_array_equal(stacked[k], expected)
+        np.testing.assert_array_equal(ssim_index_map(x[k], y[k]), expected)
+    # skimage computes in the type of its first image
+    mixed = structural_similarity(x[0], y[0].astype(np.float64), full=True, gaussian_weights=True, sigma=1.5, data_range=1)[1]
+    np.testing.assert_array_equal(ssim_index_map(x[0], y[0].astype(np.float64)), mixed)
+    with pytest.raises(BlindspotError, match="at least 11 × 11"):
+        ssim_index_map(x[:, :5], y[:, :5])
+
+
+def test_a_pixel_moves_the_ssim_score_only_within_its_window():
+    from blindspot.scoring import score_map, score_radius
+
+    rng = np.random.default_rng(1)
+    x, x_hat = rng.random((40, 40)).astype(np.float32), rng.random((40, 40)).astype(np.float32)
+    changed = x.copy()
+    changed[20, 20] = 1 - changed[20, 20]
+    diff = score_map("ssim", changed, x_hat) != score_map("ssim", x, x_hat)
+    r = score_radius("ssim")
+    rows, cols = np.nonzero(diff)
+    assert r == 5 and rows.min() == 20 - r and rows.max() == 20 + r and cols.min() == 20 - r and cols.max() == 20 + r
+    assert score_radius("l1") == score_radius("zscore") == 0
+
+
+def test_the_rarity_prior_is_a_smoothed_histogram_with_a_uniform_floor():
+    from scipy.ndimage import gaussian_filter1d
+
+    from blindspot.scoring import IntensityPrior
+
+    rng = np.random.default_rng(2)
+    images = np.where(rng.random((4, 16, 16)) < 0.3, 0, rng.beta(5, 3, (4, 16, 16))).astype(np.float32)
+    prior = IntensityPrior.fit(images)
+    fg = images[images > 0]
+    counts = np.histogram(fg, bins=100, range=(0, 1))[0].astype(float)
+    expected = 0.99 * gaussian_filter1d(counts, 1.0, mode="nearest") / counts.sum() + 0.0001
+    np.testing.assert_allclose(prior.probability, expected, rtol=1e-12)
+    assert prior.probability.sum() == pytest.approx(1.0) and prior.n_pixels == fg.size
+    assert prior.weights(np.array([1.0]))[0] == pytest.approx(-np.log(prior.probability[-1]), rel=1e-6)
+    assert prior.weights(np.array([0.0, 1.0])).max() <= np.log(100 / 0.01) + 1e-5
+    for bad, match in (({"bins": 1}, "`bins`"), ({"smoothing": -1}, "`smoothing`"), ({"floor": 0}, "`floor`")):
+        with pytest.raises(BlindspotError, match=match):
+            IntensityPrior.fit(images, **bad)
+    with pytest.raises(BlindspotError, match="no foreground pixel"):
+        IntensityPrior.fit(np.zeros((2, 4, 4)))
+
+
+def test_every_scoring_function_is_its_definition():
+    from blindspot.baselines import ZScore
+    from blindspot.scoring import SCORES, HealthyStats, score_map, uses_reconstruction
+
+    rng = np.random.default_rng(3)
+    train = rng.random((5, 12, 12)).astype(np.float32)
+    x, x_hat = rng.random((2, 12, 12)).astype(np.float32), rng.random((2, 12, 12)).astype(np.float32)
+    stats = HealthyStats.fit(train)
+    z = ZScore.fit(train)
+    expected = {
+        "l1": np.abs(x - x_hat), "positive": np.maximum(x - x_hat, 0), "negative": np.maximum(x_hat - x, 0),
+        "rarity": np.abs(x - x_hat) * stats.prior.weights(x), "image": x, "zscore": np.abs(z.maps(x)),
+    }
+    for name in SCORES:
+        got = score_map(name, x, x_hat, stats=stats)
+        assert got.shape == x.shape and got.dtype == np.float32
+        if name in expected:
+            np.testing.assert_array_equal(got, expected[name])
+    assert [n for n in SCORES if not uses_reconstruction(n)] == ["image", "zscore"]
+    np.testing.assert_array_equal(score_map("image", x), x)
+    cropped = stats.crop(slice(2, 8), slice(3, 9))
+    np.testing.assert_array_equal(score_map("zscore", x[:, 2:8, 3:9], stats=cropped), expected["zscore"][:, 2:8, 3:9])
+    with pytest.raises(BlindspotError, match="unknown scoring function 'mse'"):
+        score_map("mse", x, x_hat)
+    with pytest.raises(BlindspotError, match="the rarity score needs"):
+        score_map("rarity", x, x_hat)
+    with pytest.raises(BlindspotError, match="the l1 score needs reconstructions"):
+        score_map("l1", x)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from blindspot.data.imageset import ImageSet
 from blindspot.errors import BlindspotError
 
 TEXTURES = ("shuffle", "sink", "source")
@@ -78,7 +79,7 @@ def _resolve_centers(images: np.ndarray, centers, rng) -> np.ndarray:
 def disk_masks(shape: tuple[int, int], centers: np.ndarray, radius: float) -> np.ndarray:
     """Boolean disks ``(N, H, W)``: the pixels of ``skimage.draw.disk(center, radius)`` for each centre."""
     if not radius > 0:
-        raise BlindspotError(f"--radius must be positive; got {radius}.")
+        raise BlindspotError(f"`radius` must be positive; got {radius}.")
     rows = ((np.arange(shape[0], dtype=np.float64)[None, :] - centers[:, :1]) / radius) ** 2  # (N, H)
     cols = ((np.arange(shape[1], dtype=np.float64)[None, :] - centers[:, 1:]) / radius) ** 2  # (N, W)
     masks = np.empty((len(centers), *shape), bool)
@@ -160,3 +161,73 @@ def _deformation_sources(kind, rows, cols, centers, radius, shape):
     src_row = np.clip(np.round(src_row), 0, shape[0] - 1).astype(np.intp)
     src_col = np.clip(np.round(src_col), 0, shape[1] - 1).astype(np.intp)
     return src_row, src_col
+
+
+# --------------------------------------------------------------------------------------------
+# the one synthetic test set (for sources without labels) and training validation
+
+#: Anomaly kinds of synthetic test images, drawn uniformly per image.
+KINDS = ("disk", *TEXTURES)
+#: Radius range (uniform) of synthetic test anomalies, in pixels at 256 px (scaled with the image size).
+RADIUS_RANGE = (10.0, 30.0)
+#: Default seed of the synthetic test set.
+SYNTHETIC_SEED = 0
+
+
+def synthetic_anomalies(
+    images: np.ndarray,
+    *,
+    seed: int = SYNTHETIC_SEED,
+    kinds: tuple[str, ...] = KINDS,
+    radius: tuple[float, float] = RADIUS_RANGE,
+) -> tuple[Anomalies, dict]:
+    """One random anomaly in each image: ``(anomalies, record)``.
+
+    Per image, from ``numpy.random.default_rng(seed)`` in this order: the kind (uniform over
+    ``kinds``), the intensity (uniform in [0, 1], used by disks), the radius (uniform in ``radius``,
+    in pixels of ``images``), the centre (uniform over the brain), then the pixel-shuffle
+    permutations. Labels are disk ∩ brain. ``record`` holds ``kind``, ``intensity``, ``radius`` and
+    ``center`` per image.
+    """
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown or not kinds:
+        raise BlindspotError(f"`kinds` must be a non-empty subset of {', '.join(KINDS)}; got {list(kinds)}.")
+    rng = np.random.default_rng(seed)
+    n = len(images)
+    kind_index = rng.integers(0, len(kinds), n)
+    intensities = rng.uniform(0.0, 1.0, n)
+    radii = rng.uniform(radius[0], radius[1], n)
+    centers = sample_centers(images, rng)
+    out, labels = np.empty_like(images), np.zeros(images.shape, bool)
+    for i in range(n):  # one anomaly per image, each with its own radius
+        one, center = images[i : i + 1], centers[i : i + 1]
+        if kinds[kind_index[i]] == "disk":
+            made = disk_anomaly(one, intensities[i], radius=radii[i], centers=center)
+        else:
+            made = texture_anomaly(one, kinds[kind_index[i]], radius=radii[i], centers=center, rng=rng)
+        out[i], labels[i] = made.images[0], made.labels[0]
+    record = {"kind": [kinds[k] for k in kind_index], "intensity": intensities, "radius": radii, "center": centers}
+    return Anomalies(out, labels, centers), record
+
+
+def synthetic_test_set(normal: ImageSet, *, seed: int = SYNTHETIC_SEED) -> ImageSet:
+    """The test set of a source without labels: its normal images, then each with one synthetic anomaly.
+
+    Anomalies as :func:`synthetic_anomalies` with every kind of :data:`KINDS` and radii uniform in
+    :data:`RADIUS_RANGE` (given at 256 px: scaled by √(H·W) / 256). Pixel labels (empty
+    for the normal images), image labels and volume ids (each copy keeps its image's volume) are set;
+    ``source["test_set"]`` records how the anomalies were drawn.
+    """
+    normal.require_foreground()
+    factor = float(np.sqrt(np.prod(normal.images.shape[1:]))) / 256
+    radius = (RADIUS_RANGE[0] * factor, RADIUS_RANGE[1] * factor)
+    made, record = synthetic_anomalies(normal.images, seed=seed, radius=radius)
+    n = len(normal)
+    names = [*normal.names, *(f"{name}+{kind}" for name, kind in zip(normal.names, record["kind"]))]
+    test_set = {"kind": "synthetic", "seed": seed, "kinds": list(KINDS), "radius_at_256": list(RADIUS_RANGE),
+                "radius_range": list(radius), "anomalies": record}
+    brain = None if normal.brain is None else np.concatenate([normal.brain, normal.brain])
+    return ImageSet(np.concatenate([normal.images, made.images]), names, {**normal.source, "test_set": test_set},
+                    labels=np.concatenate([np.zeros(normal.images.shape, bool), made.labels]),
+                    anomalous=np.arange(2 * n) >= n, brain=brain, volumes=[*normal.volumes, *normal.volumes],
+                    scale=normal.scale)

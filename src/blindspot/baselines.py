@@ -64,7 +64,7 @@ class ZScore:
         """Signed z-scores ``(x − μ) / max(σ, min_std)`` of images ``(..., H, W)`` (float32)."""
         images = np.asarray(images)
         if images.shape[-2:] != self.mean.shape:
-            raise BlindspotError(f"the z-score baseline was fitted on images of size {self.mean.shape} but got {images.shape[-2:]}; use the same --resize/--crop.")
+            raise BlindspotError(f"the z-score baseline was fitted on images of size {self.mean.shape} but got {images.shape[-2:]}; prepare the training and test images at one `size`.")
         return ((images - self.mean) / np.maximum(self.std, self.min_std)).astype(np.float32)
 
 
@@ -82,6 +82,6 @@ def baseline_maps(name: str, images: np.ndarray, *, train_images: np.ndarray | N
         return image_baseline(images)
     if name == "zscore":
         if train_images is None:
-            raise BlindspotError("the zscore baseline needs healthy training images; pass --train-data PATH (or use a layout with a train split).")
+            raise BlindspotError("the zscore baseline needs healthy training images; give `train_data` (or use a layout with a train split).")
         return ZScore.fit(train_images).maps(images)
-    raise BlindspotError(f"--baseline must be one of {', '.join(BASELINES)}; got '{name}'.")
+    raise BlindspotError(f"`baseline` must be one of {', '.join(BASELINES)}; got '{name}'.")

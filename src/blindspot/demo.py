@@ -2,18 +2,21 @@
 
 It runs experiment 1 on the plain and on the histogram-equalised slices and experiment 2 matched to
 the plain grid, trains a small autoencoder on the template's training slices and runs experiment 3
-with it (its AP curve matched to a blur σ), and writes ``report.md`` linking every figure and table.
+with it (its AP curve matched to a blur σ), ends with ``blindspot audit`` of that model (its HTML
+report in ``audit/report.html``), and writes ``report.md`` linking every figure and table by paths
+relative to the report.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
 from pathlib import Path
 
-from blindspot.data import DataOptions
-from blindspot.experiments.runs import write_intensity, write_texture
-from blindspot.results import check_out_dir, result_folder
+from blindspot.data import DataConfig
+from blindspot.experiments.runs import experiment_images, write_intensity, write_model, write_texture
+from blindspot.models.checkpoint import load_model
+from blindspot.results import check_output, result_folder, write_text
+from blindspot.training import make_config, train
 
 GRID = dict(radius=20, n_intensities=100, n_sigmas=100, sigma_max=5.0, seed=0, save_inputs=False)
 #: The demo's trained model: the MIDL 2022 dense AE at 64 px, the ``quick`` preset cut to 200 steps
@@ -21,64 +24,77 @@ GRID = dict(radius=20, n_intensities=100, n_sigmas=100, sigma_max=5.0, seed=0, s
 MODEL = dict(name="ae", options={"d": 32}, preset="quick", overrides={"size": 64, "steps": 200})
 
 
-def run_demo(out: str | Path = "demo-report", *, overwrite: bool = False, workers: int | None = None) -> Path:
+def run_demo(out: str | Path = "demo-report", *, overwrite: bool = False, threads: int | None = None) -> Path:
     """Write the demo report folder and return the path of its ``report.md``."""
-    check_out_dir(out, overwrite=overwrite)
+    check_output(out, overwrite=overwrite)
     started = time.perf_counter()
-    plain_options, equalized_options = DataOptions(), DataOptions(equalize=True)
-    plain = plain_options.load()
+    plain_config, equalized_config = DataConfig(), DataConfig().with_preparation(equalize=True)
+    plain = experiment_images(plain_config)
     with result_folder(out, overwrite=overwrite) as folder:
-        for name, options in (("intensity", plain_options), ("intensity-equalized", equalized_options)):
+        for name, config in (("intensity", plain_config), ("intensity-equalized", equalized_config)):
             (folder / name).mkdir(exist_ok=True)
-            imageset = plain if options == plain_options else options.load()
-            exp1 = write_intensity(folder / name, imageset, {**asdict(options), **GRID}, workers=workers)
+            imageset = plain if config == plain_config else experiment_images(config)
+            exp1 = write_intensity(folder / name, imageset, GRID, threads=threads)
             if name == "intensity":
                 plain_ap = exp1["ap"]
         (folder / "texture").mkdir(exist_ok=True)
-        write_texture(folder / "texture", plain, {**asdict(plain_options), **GRID}, match=folder / "intensity", workers=workers)
-        model_section = _model_experiment(folder, plain, plain_options, workers)
+        write_texture(folder / "texture", plain, GRID, match=folder / "intensity",
+                      threads=threads)
+        model_section = _model_experiment(folder, threads)
+        audit_section = _audit(folder, threads)
         sections = [
-            _section(folder, "intensity", "Experiment 1: anomaly intensity × reconstruction error",
-                     "heatmap.png", "histogram.png"),
-            _section(folder, "intensity-equalized", "Experiment 1 after histogram equalisation",
-                     "heatmap.png", "histogram.png"),
+            _section(folder, "intensity", "Experiment 1: anomaly intensity × reconstruction error", "heatmap.png", "histogram.png"),
+            _section(folder, "intensity-equalized", "Experiment 1 after histogram equalisation", "heatmap.png", "histogram.png"),
             _section(folder, "texture", "Experiment 2: texture anomalies", "textures.png"),
             model_section,
+            audit_section,
         ]
-        elapsed = time.perf_counter() - started
-        (folder / "report.md").write_text(_REPORT.format(
-            n=len(plain), sections="\n\n".join(sections), seconds=elapsed, mean_ap=plain_ap.mean()))
+        write_text(folder / "report.md", _REPORT.format(n=len(plain), sections="\n\n".join(sections),
+                                                         seconds=time.perf_counter() - started, mean_ap=plain_ap.mean()))
     return Path(out) / "report.md"
 
 
-def _model_experiment(folder: Path, imageset, options: DataOptions, workers: int | None) -> str:
+def _model_experiment(folder: Path, threads: int | None) -> str:
     """Train :data:`MODEL` into ``folder/model``, run experiment 3 on its last checkpoint, return the report section.
 
     An interrupted demo continues the training where it stopped (the run folder lives in the
     demo's staging folder).
     """
-    from blindspot.experiments.model_pitfalls import load_checkpoint_model, write_model
-    from blindspot.training import make_config, train
-
     config = make_config(MODEL["preset"], **MODEL["overrides"])
     started = time.perf_counter()
-    run = train(config, folder / "model", model_name=MODEL["name"], model_options=MODEL["options"], data=options,
+    run = train(config, folder / "model", model_name=MODEL["name"], model_options=MODEL["options"],
                 resume=(folder / "model").exists(), device="cpu")
     seconds = time.perf_counter() - started
-    model, record = load_checkpoint_model(run / "last.pt", device="cpu")
+    model = load_model(run / "last.pt", device="cpu")
+    data = DataConfig().prepared_like(model.preparation, what="the demo model")
     (folder / "model-pitfalls").mkdir(exist_ok=True)
-    parameters = {**asdict(options), "checkpoint": "model/last.pt", "reconstruct": "normal", "radius": GRID["radius"],
-                  "n_intensities": GRID["n_intensities"], "seed": GRID["seed"], "batch_size": 64, "save_inputs": False}
-    write_model(folder / "model-pitfalls", imageset, parameters, model=model, record=record, workers=workers)
+    parameters = {"checkpoint": "../model/last.pt", "reconstruct": "normal", "batch_size": 64, **GRID}
+    write_model(folder / "model-pitfalls", experiment_images(data), parameters, model=model, checkpoint="../model/last.pt",
+                checkpoint_file=run / "last.pt", device="cpu", threads=threads)
     section = _section(folder, "model-pitfalls", "Experiment 3: a trained autoencoder", "curve.png")
     intro = (
         f"The model `{MODEL['name']}` ({', '.join(f'{k}={v}' for k, v in MODEL['options'].items())}, {config.size} px) was "
         f"trained for {config.steps} steps (`{config.preset}` preset, batch {config.batch_size}, {seconds:.0f} s here) on "
         "augmented training slices of the template that exclude the test slices. Its reconstruction of each normal test "
-        f"slice (resized to {config.size} px, radius scaled with it) replaces the blur; the blur grid it is matched to is "
-        "computed on the same resized slices and centres. Run folder: [`model/`](model/)."
+        f"slice (prepared at {config.size} px, the radius scaled with it) replaces the blur; the blur grid it is matched to "
+        "is computed on the same prepared slices and centres. Run folder: [`model/`](model/)."
     )
     return section.replace("\n\n", f"\n\n{intro}\n\n", 1)
+
+
+def _audit(folder: Path, threads: int | None) -> str:
+    """``blindspot audit`` of the demo's trained model into ``folder/audit``; returns the report section."""
+    from blindspot.experiments.audit_runs import run_audit
+
+    grid = {key: GRID[key] for key in ("radius", "n_intensities", "n_sigmas", "sigma_max", "seed")}  # the demo's full grid
+    report = run_audit(folder / "audit", folder / "model" / "last.pt", DataConfig(), overwrite=True, threads=threads,
+                       device="cpu", label="model/last.pt (the demo's autoencoder)", **grid)
+    summary = (folder / "audit" / "summary.md").read_text().split("## Verdict", 1)[1].split("## ", 1)[0].strip()
+    return ("## Audit of the trained autoencoder: its blind spots and the scores that close them\n\n"
+            "`blindspot audit` of the model above on the same test slices: AP over the anomaly intensity with the model "
+            "reconstructing the normal and the anomalous image, texture anomalies, anomaly sizes and seven scoring "
+            f"functions. Verdict:\n\n{summary}\n\nReport: [`audit/report.html`](audit/{report.name}) (one self-contained "
+            "page); files: [`audit/`](audit/)")
 
 
 def _section(folder: Path, name: str, title: str, *figures: str) -> str:
@@ -93,7 +109,7 @@ Reconstruction-based anomaly detection scores each pixel by the residual |x − 
 its "healthy" reconstruction. Reconstructions are never perfect, and the residual of an imperfect
 reconstruction of normal tissue competes with the residual of the anomaly. This report simulates the
 imperfection with a Gaussian blur of σ (Meissen et al., MIDL 2022) on {n} axial slices of the MNI152
-template and measures, for a disk anomaly of radius 20, the average precision (AP) of the residual map.
+template and measures, for a disk anomaly of radius 20 px, the average precision (AP) of the residual map.
 
 Reading: AP is ≈ 1 while σ is small; as σ grows, anomalies whose intensity lies where the brain's
 histogram has its mass become invisible (dark band), while much darker or brighter anomalies stay

@@ -3,8 +3,10 @@ architecture facts and behaviours specific to each family. Small widths keep it 
 
 from __future__ import annotations
 
+import math
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -170,6 +172,8 @@ def test_other_validation_messages() -> None:
          "[1, size=64]; got 0."),
         ("ceae", {"erase": 65}, "ceae: erase (square side in pixels) must be an integer in "
          "[1, size=64]; got 65."),
+        ("vae", {"eval_latent": "mode"}, "vae: eval_latent must be 'mean' or 'sample'; got 'mode'."),
+        ("memae", {"addressing": "l2"}, "memae: addressing must be 'dot' or 'cosine'; got 'l2'."),
     ]
     for name, kwargs, message in cases:
         with raises(message):
@@ -237,6 +241,32 @@ def test_register_model(monkeypatch: pytest.MonkeyPatch) -> None:
 # ------------------------------------------------------------------------------------------
 # architecture facts
 
+# Parameter counts of the original implementations with the same shapes, untrained
+# (docs: /work/shared/docs/protocols.md, "Fidelity facts"): the MIDL 2022 pitfalls code (dense AE,
+# spatial AE, VQ-VAE-2; 256 px) and the MedIAnomaly benchmark code (AE, VAE, MemAE, CeAE; 64 px,
+# hidden 1024). Neither original has a bias in its last layer.
+ORIGINAL_PARAMETERS = [
+    ("ae", {"d": 32}, 1_309_696),
+    ("ae", {"d": 64}, 1_833_984),
+    ("ae", {"d": 128}, 2_882_560),
+    ("spatial-ae", {"c": 1}, 785_664),
+    ("spatial-ae", {"c": 2}, 785_920),
+    ("vqvae2", {}, 1_384_769),
+    ("bench-ae", {"d": 1}, 2_320_449),
+    ("bench-ae", {"d": 4}, 2_326_596),
+    ("bench-ae", {"d": 16}, 2_351_184),
+    ("bench-ae", {"d": 128}, 2_580_672),
+    ("vae", {"d": 16}, 2_367_584),
+    ("memae", {"d": 16, "memory": 25}, 2_351_584),
+    ("ceae", {"d": 16}, 2_351_184),
+]
+
+
+@pytest.mark.parametrize(("name", "options", "count"), ORIGINAL_PARAMETERS)
+def test_parameter_counts_equal_the_original_code(name: str, options: dict, count: int) -> None:
+    model = create_model(name, **options)  # the paper's size: 256 px (pitfalls), 64 px (benchmark)
+    assert sum(p.numel() for p in model.parameters()) == count
+
 
 def test_ae_at_256_matches_the_protocol() -> None:
     model = create_model("ae").eval()
@@ -252,6 +282,7 @@ def test_ae_at_256_matches_the_protocol() -> None:
     ups = [m for m in model.decoder.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
     assert [u.out_channels for u in ups] == [128, 128, 64, 32, 32]
     assert model.decoder[-1].kernel_size == (1, 1) and model.decoder[-1].out_channels == 1
+    assert model.decoder[-1].bias is None
 
 
 def test_spatial_ae_bottleneck() -> None:
@@ -267,7 +298,7 @@ def test_bench_ae_at_64_has_a_4x4x64_feature_map() -> None:
         assert model.features(batch(64)).shape == (B, 64, 4, 4)
         assert model.encode(batch(64)).shape == (B, 16)
     last = model.decoder[-1]
-    assert isinstance(last, torch.nn.ConvTranspose2d) and last.out_channels == 1
+    assert isinstance(last, torch.nn.ConvTranspose2d) and last.out_channels == 1 and last.bias is None
 
 
 def test_vqvae2_codebook_is_ema_updated_in_train_mode_only() -> None:
@@ -308,6 +339,62 @@ def test_vae_samples_in_training_and_uses_the_mean_in_eval() -> None:
         assert torch.equal(model(x), model.decode(mu))
 
 
+def test_vae_kl_is_the_mean_over_latent_dimensions_and_batch() -> None:
+    model = small("vae", 32).train()  # d = 8
+    mu = torch.tensor([[1.0] * 8, [0.0] * 8])
+    logvar = torch.tensor([[0.0] * 8, [math.log(4.0)] * 8])
+    model.posterior = lambda x: (mu, logvar)  # type: ignore[method-assign]
+    _, parts = model.training_loss(batch(32)[:2])
+    # per dimension KL = (mu^2 + sigma^2 - 1 - log sigma^2) / 2: 0.5 (image 1), (3 - ln 4) / 2 (image 2)
+    expected = (0.5 + (3.0 - math.log(4.0)) / 2) / 2
+    assert parts["kl"] == pytest.approx(expected, rel=1e-6)  # summing over d would give 8x
+    assert parts["total"] == pytest.approx(parts["recon"] + 0.005 * expected, rel=1e-6)
+
+
+def test_vae_eval_latent_sample_is_the_benchmark_test_time_behaviour() -> None:
+    x = batch(32)
+    model = small("vae", 32, eval_latent="sample").eval()
+    assert model.config["eval_latent"] == "sample" and small("vae", 32).config["eval_latent"] == "mean"
+    with torch.no_grad():
+        mu, logvar = model.posterior(x)
+        torch.manual_seed(5)
+        sampled = model(x)
+        torch.manual_seed(5)
+        assert torch.equal(sampled, model.decode(model.sample(mu, logvar)))
+        assert not torch.equal(model(x), model(x)) and not torch.equal(sampled, model.decode(mu))
+
+
+def direct_address(z: torch.Tensor, memory: torch.Tensor, addressing: str, shrink: float):
+    """The memory read-out written out in float64, item by item."""
+    z, m = z.double().numpy(), memory.detach().double().numpy()
+    weights, read = [], []
+    for zi in z:
+        sim = np.array([zi @ mj if addressing == "dot" else zi @ mj / (np.linalg.norm(zi) * np.linalg.norm(mj))
+                        for mj in m])
+        w = np.exp(sim - sim.max()) / np.exp(sim - sim.max()).sum()
+        w = np.maximum(w - shrink, 0) * w / (np.abs(w - shrink) + 1e-12)
+        w = w / max(w.sum(), 1e-12)
+        weights.append(w)
+        read.append(w @ m)
+    return np.array(read), np.array(weights)
+
+
+@pytest.mark.parametrize("addressing", ["dot", "cosine"])
+def test_memae_addressing_equals_a_direct_computation(addressing: str) -> None:
+    model = small("memae", 32, addressing=addressing, shrink=0.05).eval()
+    assert model.config["addressing"] == addressing
+    with torch.no_grad():
+        model.memory.mul_(3)  # items of different norms: dot and cosine differ
+        z = model.encoder_latent(batch(32)) * 3
+        z_hat, w = model.address(z)
+    expected_read, expected_w = direct_address(z, model.memory, addressing, 0.05)
+    np.testing.assert_allclose(w.numpy(), expected_w, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(z_hat.numpy(), expected_read, rtol=1e-4, atol=1e-6)
+    other = direct_address(z, model.memory, "cosine" if addressing == "dot" else "dot", 0.05)[1]
+    assert not np.allclose(expected_w, other, atol=1e-3)
+    assert small("memae", 32).config["addressing"] == "dot"  # the benchmark's default
+
+
 def test_memae_attention_is_a_shrunk_distribution() -> None:
     model = small("memae", 32).eval()
     with torch.no_grad():
@@ -324,16 +411,19 @@ def test_memae_attention_is_a_shrunk_distribution() -> None:
     assert (w == 0).any() and torch.allclose(w.sum(1), torch.ones(B))
 
 
-def test_ceae_erases_one_square_in_training_only() -> None:
+@pytest.mark.parametrize(("input_range", "fill"), [((0.0, 1.0), 0.0), ((-1.0, 1.0), -1.0)])
+def test_ceae_erases_one_square_with_the_range_minimum_in_training_only(input_range, fill) -> None:
     model = small("ceae", 32)
+    model.input_range = input_range  # -1 under the ae4ad preset, as the benchmark fills
     seen: list[torch.Tensor] = []
     model.encoder.register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach().clone()))
-    x = torch.ones(8, 1, 32, 32)
+    x = torch.full((8, 1, 32, 32), 0.5)
 
     model.train()
     torch.manual_seed(3)
     model.training_loss(x)
-    zero = seen[-1] == 0
+    zero = seen[-1] == fill
+    assert (zero | (seen[-1] == 0.5)).all()  # erased pixels hold exactly the fill value
     assert (zero.sum(dim=(1, 2, 3)) == 36).all()  # one 6x6 square per image...
     assert (zero.any(dim=3).sum(dim=(1, 2)) == 6).all()  # 6 rows
     assert (zero.any(dim=2).sum(dim=(1, 2)) == 6).all()  # 6 columns
@@ -346,4 +436,4 @@ def test_ceae_erases_one_square_in_training_only() -> None:
     model.anomaly_map(x)
     model.eval()
     model(x)
-    assert all((s != 0).all() for s in seen[-3:])
+    assert all((s == 0.5).all() for s in seen[-3:])

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import click
 
+from blindspot.cli.options import threads_option
+
 
 @click.command()
 @click.option("--out", default="demo-report", show_default=True, type=click.Path(file_okay=False), help="Report folder.")
-@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
-@click.option("--workers", type=click.IntRange(min=1), default=None, help="Threads over images [default: all cores].")
-def demo(out, overwrite, workers) -> None:
-    """Run the pitfall experiments on the embedded MNI152 slices and write one report."""
+@click.option("--overwrite", is_flag=True, help="Replace --out if blindspot wrote it (never another folder).")
+@threads_option
+def demo(out, overwrite, threads) -> None:
+    """Run the pitfall experiments on the embedded MNI152 slices, audit the trained model, and write one report."""
     from blindspot.demo import run_demo
 
-    report = run_demo(out, overwrite=overwrite, workers=workers)
+    report = run_demo(out, overwrite=overwrite, threads=threads)
     click.echo(f"report: {report.resolve()}")
+    audit_report = report.parent / "audit" / "report.html"
+    if audit_report.exists():
+        click.echo(f"audit report (HTML): {audit_report.resolve()}")

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import click
 
-from blindspot.cli.options import build_data_options, data_options, grid_options, output_options
+from blindspot.cli.options import (
+    INFERENCE_BATCH,
+    bootstrap_options,
+    data_options,
+    execution_options,
+    grid_options,
+    output_options,
+    pop_data,
+    threads_option,
+)
 
 
 @click.group()
@@ -12,37 +21,78 @@ def pitfalls() -> None:
     """Residual-score pitfalls (Meissen et al., MIDL 2022): intensity and texture vs. reconstruction error."""
 
 
+# whole 3-D volumes (docs/volumes.md)
+volumes_option = click.option(
+    "--volumes", is_flag=True,
+    help="Whole 3-D volumes (mni152, NIfTI, BraTS subjects): a ball of --radius voxels, the 3-D blur, AP over every "
+         "voxel of each volume; --slice/--slices put the anomaly centres on those slices along --axis; --threads "
+         "worker processes share the σ values.")
+radius_unit_option = click.option(
+    "--radius-unit", type=click.Choice(["voxel", "mm"]), default="voxel", show_default=True,
+    help="With --volumes: --radius in voxels, or in millimetres from each volume's header spacing (a round ball on "
+         "anisotropic voxels).")
+compare_slices_option = click.option(
+    "--compare-slices", is_flag=True,
+    help="With --volumes: also run the 2-D experiment on each anomaly's central slice along --axis, beside the 3-D "
+         "result (centres on --slice/--slices; default the protocol's slice 128, 78 for mni152).")
+
+
+def _whole_volumes(params: dict, command) -> bool:
+    """Take the volume flags out of ``params``; refuse those that need --volumes (and intervals' flags go along)."""
+    from blindspot.errors import BlindspotError
+
+    volumes, unit, compare = params.pop("volumes"), params.pop("radius_unit"), params.pop("compare_slices", False)
+    if not volumes and unit != "voxel":
+        raise BlindspotError("`radius_unit` mm applies to whole volumes: add `volumes`.")
+    if not volumes and compare:
+        raise BlindspotError("`compare_slices` applies to whole volumes: add `volumes`.")
+    if volumes:
+        params.update(radius_unit=unit)
+        if command != "model":
+            params.update(compare_slices=compare)
+    return volumes
+
+
 @pitfalls.command()
 @data_options
 @grid_options
+@volumes_option
+@radius_unit_option
+@compare_slices_option
+@bootstrap_options
 @output_options
-def intensity(data, axis, slice_, slices, split, normalize, equalize, radius, n_intensities, n_sigmas,
-              sigma_max, seed, out, overwrite, save_inputs, workers) -> None:
-    """Experiment 1: AP of a disk anomaly over the intensity × blur-σ grid."""
+@threads_option
+def intensity(**params) -> None:
+    """Experiment 1: AP of a disk anomaly over the intensity × blur-σ grid (a ball in whole volumes with --volumes)."""
     from blindspot.experiments.runs import run_intensity
 
-    options = build_data_options(data, axis, slice_, slices, split, normalize, equalize)
-    folder = run_intensity(out, options, radius=radius, n_intensities=n_intensities, n_sigmas=n_sigmas,
-                           sigma_max=sigma_max, seed=seed, save_inputs=save_inputs, workers=workers, overwrite=overwrite)
+    data = pop_data(params)
+    if _whole_volumes(params, "intensity"):
+        from blindspot.experiments.volume_runs import run_volume_intensity as run_intensity
+    folder = run_intensity(params.pop("out"), data, **params)
     click.echo(f"wrote {folder}/ (summary: {folder / 'summary.md'})")
 
 
 @pitfalls.command()
 @data_options
 @grid_options
+@volumes_option
+@radius_unit_option
+@compare_slices_option
+@bootstrap_options
 @click.option("--match", type=click.Path(exists=True, file_okay=False), default=None,
               help="Experiment-1 result folder on the same images to match curves to (its centres are reused) "
                    "[default: compute the intensity grid in the same pass].")
 @output_options
-def texture(data, axis, slice_, slices, split, normalize, equalize, radius, n_intensities, n_sigmas,
-            sigma_max, seed, match, out, overwrite, save_inputs, workers) -> None:
+@threads_option
+def texture(**params) -> None:
     """Experiment 2: AP of pixel-shuffle, sink and source anomalies over the blur-σ grid, matched to intensities."""
     from blindspot.experiments.runs import run_texture
 
-    options = build_data_options(data, axis, slice_, slices, split, normalize, equalize)
-    folder = run_texture(out, options, radius=radius, n_intensities=n_intensities, n_sigmas=n_sigmas,
-                         sigma_max=sigma_max, seed=seed, match=match, save_inputs=save_inputs, workers=workers,
-                         overwrite=overwrite)
+    data = pop_data(params)
+    if _whole_volumes(params, "texture"):
+        from blindspot.experiments.volume_runs import run_volume_texture as run_texture
+    folder = run_texture(params.pop("out"), data, **params)
     click.echo(f"wrote {folder}/ (summary: {folder / 'summary.md'})")
 
 
@@ -52,35 +102,37 @@ def texture(data, axis, slice_, slices, split, normalize, equalize, radius, n_in
 @click.option("--reconstruct", type=click.Choice(["normal", "anomalous"]), default="normal", show_default=True,
               help="Reconstruct the normal image (one pass per image) or the anomalous one (one pass per image and intensity).")
 @data_options
-@click.option("--radius", type=click.FloatRange(min=0, min_open=True), default=20, show_default=True,
-              help="Anomaly disk radius in pixels of the loaded images (scaled with them when they are resized to the model).")
-@click.option("--n-intensities", type=click.IntRange(min=1), default=100, show_default=True, help="Intensities in linspace(0, 1, n).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the anomaly centres.")
+@grid_options
+@volumes_option
+@radius_unit_option
+@bootstrap_options
 @click.option("--match", type=click.Path(exists=True, file_okay=False), default=None,
-              help="Experiment-1 result folder on the same images to match the curve to (its centres are reused) "
+              help="Experiment-1 result folder on the same prepared images to match the curve to (its centres are reused) "
                    "[default: compute the blur grid on the same images and centres].")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Images per model call.")
-@click.option("--device", default=None, help="torch device, e.g. cpu or cuda [default: CUDA, then MPS, then CPU].")
 @output_options
-def model(checkpoint, reconstruct, data, axis, slice_, slices, split, normalize, equalize, radius, n_intensities, seed,
-          match, batch_size, device, out, overwrite, save_inputs, workers) -> None:
-    """Experiment 3: AP over the intensity grid with a trained model's reconstruction, matched to a blur σ."""
-    from blindspot.experiments.model_pitfalls import run_model
+@execution_options
+def model(**params) -> None:
+    """Experiment 3: AP over the intensity grid with a trained model's reconstruction, matched to a blur σ.
 
-    options = build_data_options(data, axis, slice_, slices, split, normalize, equalize)
-    folder = run_model(out, checkpoint, options, reconstruct=reconstruct, radius=radius, n_intensities=n_intensities,
-                       seed=seed, match=match, save_inputs=save_inputs, batch_size=batch_size, device=device,
-                       workers=workers, overwrite=overwrite)
+    With --volumes the 2-D model reconstructs every slice of each whole volume along --axis and the
+    whole volume is scored."""
+    from blindspot.experiments.runs import run_model
+
+    data = pop_data(params)
+    if _whole_volumes(params, "model"):
+        from blindspot.experiments.volume_runs import run_volume_model as run_model
+    params["batch_size"] = params["batch_size"] or INFERENCE_BATCH
+    folder = run_model(params.pop("out"), params.pop("checkpoint"), data, **params)
     click.echo(f"wrote {folder}/ (summary: {folder / 'summary.md'})")
 
 
 @pitfalls.command()
 @click.argument("results", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to create.")
-@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+@click.option("--overwrite", is_flag=True, help="Replace --out if blindspot wrote it (never another folder).")
 def compare(results, out, overwrite) -> None:
     """Compare experiment-3 results: curves with matched blurs, reconstruction error vs. AP, and a table."""
-    from blindspot.experiments.model_pitfalls import compare_models
+    from blindspot.experiments.runs import compare_models
 
     folder = compare_models(results, out, overwrite=overwrite)
     click.echo(f"wrote {folder}/ (summary: {folder / 'summary.md'})")

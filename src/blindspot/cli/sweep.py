@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from blindspot.cli.options import build_data_options, data_options
+from blindspot.cli.options import data_options, device_option, pop_data, threads_option
+from blindspot.cli.train import TRAINING_FLAGS, training_options
 
 
 class _DimsCommand(click.Command):
@@ -36,24 +37,28 @@ def sweep() -> None:
 @click.option("--model", default="bench-ae", show_default=True, help="A registered model with a latent size d.")
 @click.option("--dims", default="1 2 4 8 16 32 64 128", show_default=True, metavar="D...",
               help="Latent sizes, space- or comma-separated.")
-@click.option("--repeats", type=int, default=3, show_default=True, help="Runs per d, with seeds seed, seed+1, ...")
-@click.option("--preset", default="quick", show_default=True, help="Training preset: quick, pitfalls or ae4ad.")
-@click.option("--steps", type=int, default=None, help="Override the preset's number of training steps.")
-@click.option("--batch-size", type=int, default=None, help="Override the preset's batch size.")
-@click.option("--lr", type=float, default=None, help="Override the preset's learning rate.")
-@click.option("--size", type=int, default=None, help="Override the preset's image size.")
-@click.option("--seed", type=int, default=None, help="Override the preset's seed (run k uses seed + k).")
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True, help="Runs per d, with seeds seed, seed+1, ...")
+@training_options
 @data_options
-@click.option("--device", default=None, help="torch device [default: CUDA, then MPS, then CPU].")
+@click.option("--test-seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the synthetic test set of a source without labels (evaluate's --seed), and of the bootstrap.")
+@click.option("--bootstrap", type=click.IntRange(min=0), default=1000, show_default=True, metavar="N",
+              help="Resamples of the test images and repeats for the intervals and the paired comparison with the best d "
+                   "(0: none); may change when resuming.")
+@click.option("--confidence", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95, show_default=True,
+              help="Level of the intervals.")
+@device_option
+@threads_option
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Sweep folder (created, or resumed).")
-@click.option("--overwrite", is_flag=True, help="Delete --out first instead of resuming it.")
-def latent(model, dims, repeats, preset, steps, batch_size, lr, size, seed, data, axis, slice_, slices, split,
-           normalize, equalize, device, out, overwrite) -> None:
-    """Latent-size sweep (MICCAI 2024): train every (d, repeat), evaluate on held-out slices, summarise."""
+@click.option("--overwrite", is_flag=True, help="Delete --out first (a sweep folder blindspot wrote) instead of resuming it.")
+def latent(**params) -> None:
+    """Latent-size sweep (MICCAI 2024): train every (d, repeat) on the train split, evaluate on the test split, summarise."""
     from blindspot.experiments.sweep import sweep_latent
 
-    options = build_data_options(data, axis, slice_, slices, split, normalize, equalize)
-    overrides = dict(steps=steps, batch_size=batch_size, lr=lr, size=size, seed=seed)
-    folder = sweep_latent(out, model=model, dims=dims.replace(",", " ").split(), repeats=repeats, preset=preset,
-                          data=options, overrides=overrides, device=device, overwrite=overwrite)
+    overrides = {key: params.pop(key) for key in TRAINING_FLAGS}
+    data = pop_data({**params, "size": None})
+    folder = sweep_latent(params["out"], model=params["model"], dims=params["dims"].replace(",", " ").split(),
+                          repeats=params["repeats"], preset=params["preset"], data=data, overrides=overrides,
+                          device=params["device"], threads=params["threads"], seed=params["test_seed"],
+                          bootstrap=params["bootstrap"], confidence=params["confidence"], overwrite=params["overwrite"])
     click.echo(f"wrote {folder}/ (summary: {folder / 'summary.md'})")

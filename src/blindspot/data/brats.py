@@ -1,4 +1,4 @@
-"""BraTS-style NIfTI data: one folder per subject with modality files and a segmentation.
+"""BraTS-style NIfTI subjects: one folder per subject with modality files and a segmentation.
 
 Layout (BraTS 2021 naming)::
 
@@ -6,10 +6,11 @@ Layout (BraTS 2021 naming)::
     ROOT/BraTS2021_00000/BraTS2021_00000_seg.nii.gz     (labels 1, 2, 4; binarised > 0)
 
 Any subject folder works whose files end with ``_<modality>.nii[.gz]`` and ``_seg.nii[.gz]``.
-Subjects are read in sorted order. Volumes are taken as stored, with the slice axis (``axis``, 2 =
-axial for BraTS) moved first: ``(D, H, W)``. Raw BraTS intensities are not in [0, 1], so pass a
-percentile normalisation (``Preprocessing(normalize=99)``, ``--normalize 99``); the brain is the
-non-zero region of the skull-stripped scan.
+Subjects are read in sorted order and split 60 / 40 like NIfTI volumes. Volumes are taken as
+stored, slice axis (``axis``, 2 = axial for BraTS) first. Raw BraTS intensities are not in [0, 1]:
+prepare them with a percentile normalisation (``normalize=99``); the brain is the non-zero region
+of the skull-stripped scan. As 2-D images, every slice with brain is taken by default; a slice is
+anomalous when its tumour mask is not empty.
 """
 
 from __future__ import annotations
@@ -21,25 +22,34 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from blindspot.data.benchmark import LabelledSet, Preprocessing, check_intensities
+from blindspot.data.imageset import ImageSet, Preparation, check_intensities
+from blindspot.data.io import read_nifti
+from blindspot.data.nifti import check_slices, split_files
+from blindspot.data.preprocess import finish, fit_geometry, normalize_percentile
 from blindspot.errors import BlindspotError
 
-__all__ = ["Volume", "brats_slices", "iter_brats_volumes", "list_subjects", "load_subject"]
+__all__ = ["Volume", "brats_images", "iter_brats_volumes", "list_subjects"]
 
 
 @dataclass(frozen=True)
 class Volume:
-    """One subject: image ``(D, H, W)`` float32 in [0, 1], tumour labels and brain mask of that shape."""
+    """One subject: image ``(D, H, W)`` float32 in [0, 1], tumour labels and brain mask of that shape.
+
+    Whole volumes as stored (:func:`blindspot.data.volumes.whole_volumes`) have no labels (None)
+    and carry their voxel ``spacing`` per array axis (from the header).
+    """
 
     name: str
     image: np.ndarray
-    labels: np.ndarray
-    brain: np.ndarray | None
+    labels: np.ndarray | None
+    brain: np.ndarray
+    files: tuple[str, ...]
+    spacing: tuple[float, float, float] | None = None
 
 
 def _one_file(folder: Path, suffix: str) -> Path:
     pattern = re.compile(rf"_{re.escape(suffix)}\.nii(\.gz)?$")
-    found = sorted(p for p in folder.iterdir() if p.is_file() and pattern.search(p.name))
+    found = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and pattern.search(p.name))
     if len(found) != 1:
         what = "no file" if not found else f"{len(found)} files"
         raise BlindspotError(f"subject folder '{folder}' has {what} ending in _{suffix}.nii.gz; expected exactly one.")
@@ -47,98 +57,68 @@ def _one_file(folder: Path, suffix: str) -> Path:
 
 
 def list_subjects(root: str | Path, modality: str = "flair") -> list[tuple[str, Path, Path]]:
-    """``(subject, image file, segmentation file)`` of every subject folder, sorted by name."""
+    """``(subject, image file, segmentation file)`` of every (visible) subject folder, sorted by name."""
     root = Path(root)
     if not root.is_dir():
         raise BlindspotError(f"'{root}' is not a folder; the brats layout is one folder per subject.")
-    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
         raise BlindspotError(f"'{root}' holds no subject folder; the brats layout is ROOT/<subject>/<subject>_{modality}.nii.gz.")
     return [(f.name, _one_file(f, modality), _one_file(f, "seg")) for f in folders]
 
 
-def load_subject(image_path: Path, seg_path: Path, *, axis: int = 2, normalize: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """One subject's image and binary tumour mask, slice axis first: two ``(D, H, W)`` arrays."""
-    from blindspot.data.nifti import load_volume
-    from blindspot.data.preprocess import normalize_percentile
-
-    if axis not in (0, 1, 2):
-        raise BlindspotError(f"--axis must be 0, 1 or 2; got {axis}.")
-    image, seg = load_volume(image_path), load_volume(seg_path)
+def _read_subject(image_path: Path, seg_path: Path, axis: int, preparation: Preparation) -> tuple[np.ndarray, np.ndarray, float]:
+    """One subject's image and tumour labels, slice axis first, normalised and fitted to the size slice by slice."""
+    image, seg = read_nifti(image_path), read_nifti(seg_path)
     if image.shape != seg.shape:
         raise BlindspotError(f"segmentation '{seg_path}' has shape {seg.shape} but its image '{image_path}' has {image.shape}.")
-    if normalize is not None:
-        image = normalize_percentile(image, normalize, name=f"'{image_path}'")
-    check_intensities(image, image_path)
-    return np.moveaxis(image, axis, 0), np.moveaxis(seg > 0, axis, 0)
+    if preparation.normalize is not None:
+        image = normalize_percentile(image, preparation.normalize, name=f"'{image_path}'")
+    image, labels = np.moveaxis(image, axis, 0), np.moveaxis(seg > 0, axis, 0)
+    check_intensities(image, [f"'{image_path}' slice {k}" for k in range(len(image))])
+    image, scale = fit_geometry(image, preparation.size, preparation.geometry)
+    return image, fit_geometry(labels, preparation.size, preparation.geometry, labels=True)[0], scale
 
 
-def _prepared(name: str, image_path: Path, seg_path: Path, axis: int, prep: Preprocessing) -> Volume:
-    image, labels = load_subject(image_path, seg_path, axis=axis, normalize=prep.normalize)
-    image = prep.shape_image(image)
-    labels = prep.shape_image(labels, labels=True)
-    image, brain = prep.finish(image.astype(np.float32, copy=False))
-    return Volume(name, image, labels, brain)
-
-
-def _subjects(root, modality: str, split: str):
-    from blindspot.data.nifti import split_files
-
-    subjects = list_subjects(root, modality)
-    return split_files(subjects, split)
-
-
-def iter_brats_volumes(
-    root: str | Path, *, modality: str = "flair", axis: int = 2, split: str = "all", preprocessing: Preprocessing = Preprocessing()
-) -> Iterator[Volume]:
-    """Yield the subjects one at a time (for evaluations larger than memory).
+def iter_brats_volumes(root: str | Path, *, split: str, modality: str, axis: int, preparation: Preparation
+                       ) -> Iterator[Volume]:
+    """The subjects of a split as whole prepared volumes, read one at a time (evaluations larger than memory).
 
     The subject list is checked before the first volume is read, so a wrong layout fails at once.
     """
-    subjects = _subjects(root, modality, split)
+    subjects = split_files(list_subjects(root, modality), split)
 
     def generate() -> Iterator[Volume]:
         for name, image_path, seg_path in subjects:
-            yield _prepared(name, image_path, seg_path, axis, preprocessing)
+            image, labels, _ = _read_subject(image_path, seg_path, axis, preparation)
+            image, brain = finish(image, preparation)
+            yield Volume(name, image, labels, brain, (str(image_path), str(seg_path)))
 
     return generate()
 
 
-def brats_slices(
-    root: str | Path,
-    *,
-    modality: str = "flair",
-    axis: int = 2,
-    slices: Sequence[int] | None = None,
-    split: str = "all",
-    preprocessing: Preprocessing = Preprocessing(),
-) -> LabelledSet:
-    """2D slices of every subject: the given ``slices``, or every slice with a non-empty brain.
-
-    A slice is anomalous when its tumour mask is non-empty; its volume id is the subject.
-    """
-    images, labels, brains, names, volumes = [], [], [], [], []
-    for name, image_path, seg_path in _subjects(root, modality, split):
-        volume = _prepared(name, image_path, seg_path, axis, preprocessing)
+def brats_images(root: str | Path, *, split: str, modality: str, axis: int, slices: Sequence[int] | None,
+                 preparation: Preparation) -> ImageSet:
+    """2-D slices of every subject of a split: ``slices``, or every slice with a non-empty brain."""
+    images, labels, names, volumes, files, scales = [], [], [], [], [], []
+    for name, image_path, seg_path in split_files(list_subjects(root, modality), split):
+        image, label, scale = _read_subject(image_path, seg_path, axis, preparation)
         if slices is None:
-            chosen = np.flatnonzero(volume.image.reshape(len(volume.image), -1).max(axis=1) > 0)
+            chosen = np.flatnonzero(image.reshape(len(image), -1).max(axis=1) > 0)
         else:
+            check_slices(slices, len(image), image_path, axis)
             chosen = np.asarray(slices, int)
-            bad = chosen[(chosen < 0) | (chosen >= len(volume.image))]
-            if len(bad):
-                raise BlindspotError(f"slice {bad[0]} is out of range for '{image_path}' along axis {axis} (0..{len(volume.image) - 1}).")
-        if images and volume.image.shape[1:] != images[0].shape[1:]:
-            raise BlindspotError(f"'{image_path}' gives slices of size {volume.image.shape[1:]} but the first subject gives {images[0].shape[1:]}; pass --resize N.")
-        images.append(volume.image[chosen])
-        labels.append(volume.labels[chosen])
-        if volume.brain is not None:
-            brains.append(volume.brain[chosen])
+        if images and image.shape[1:] != images[0].shape[1:]:
+            raise BlindspotError(f"'{image_path}' gives slices of size {image.shape[1:]} but the first subject gives "
+                                 f"{images[0].shape[1:]}; set `size`.")
+        images.append(image[chosen])
+        labels.append(label[chosen])
         names += [f"{name}[slice={k}]" for k in chosen]
         volumes += [name] * len(chosen)
-    stack = np.concatenate(images)
-    label_stack = np.concatenate(labels)
-    source = {"data": str(root), "layout": "brats", "modality": modality, "axis": axis,
-              "slices": None if slices is None else [int(s) for s in slices], "split": split,
-              "preprocessing": preprocessing.__dict__}
-    return LabelledSet(stack, label_stack.reshape(len(stack), -1).any(axis=1), label_stack,
-                       np.concatenate(brains) if brains else None, names, volumes, source)
+        files += [str(image_path), str(seg_path)]
+        scales.append(scale)
+    stack, label_stack = np.concatenate(images), np.concatenate(labels)
+    source = {"layout": "brats", "split": split, "modality": modality, "axis": axis,
+              "slices": None if slices is None else [int(s) for s in slices], "files": files}
+    return ImageSet(stack, names, source, labels=label_stack, anomalous=label_stack.reshape(len(stack), -1).any(axis=1),
+                    volumes=volumes, scale=float(np.mean(scales)))

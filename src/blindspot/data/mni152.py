@@ -1,4 +1,16 @@
-"""The embedded default data: nilearn's 1 mm MNI152 T1 template, read from the installed wheel."""
+"""The embedded default data: nilearn's 1 mm MNI152 T1 template, read from the installed wheel.
+
+One brain, so its splits are fixed sets of axial slices (array axis 2), rotated anterior-up and
+centred on a 256 × 256 canvas; no slice belongs to two roles:
+
+=============  ===================================================  ============================
+split          axial slices                                         constant
+=============  ===================================================  ============================
+test, all      60, 64, …, 96 (the experiments' test images)         :data:`TEST_SLICES`
+validation     62, 66, …, 98 (training validation)                  :data:`VALIDATION_SLICES`
+train          50–59, the odd slices 61–99, 100–109 (40 slices)     :data:`TRAIN_SLICES`
+=============  ===================================================  ============================
+"""
 
 from __future__ import annotations
 
@@ -7,13 +19,20 @@ from typing import Sequence
 
 import numpy as np
 
-from blindspot.data.imageset import ImageSet
+from blindspot.data.preprocess import normalize_percentile
 from blindspot.errors import BlindspotError
 
-#: Default test slices: every 4th axial slice through the central part of the brain (ventricles to
-#: the top of the basal ganglia), where brain tissue fills most of the slice.
-DEFAULT_SLICES = tuple(range(60, 100, 4))
+__all__ = ["CANVAS", "TEST_SLICES", "TRAIN_SLICES", "VALIDATION_SLICES", "load_mni152_volume", "mni152_slices", "to_canvas"]
+
+#: Test slices: every 4th axial slice through the central brain (ventricles to the top of the basal
+#: ganglia), where brain tissue fills most of the slice.
+TEST_SLICES = tuple(range(60, 100, 4))
+#: Validation slices, midway between the test slices.
+VALIDATION_SLICES = tuple(range(62, 100, 4))
+#: Training slices: the other axial slices of 50..109.
+TRAIN_SLICES = tuple(s for s in range(50, 110) if s not in TEST_SLICES and s not in VALIDATION_SLICES)
 CANVAS = 256
+_SPLIT_SLICES = {"all": TEST_SLICES, "test": TEST_SLICES, "train": TRAIN_SLICES, "validation": VALIDATION_SLICES}
 
 
 @lru_cache(maxsize=1)
@@ -33,7 +52,7 @@ def load_mni152_volume() -> np.ndarray:
 
 
 def to_canvas(image: np.ndarray, size: int = CANVAS) -> np.ndarray:
-    """Centre a 2D image on a ``size`` × ``size`` canvas (zero padding, or a centre crop)."""
+    """Centre a 2-D image on a ``size`` × ``size`` canvas (zero padding, or a centre crop)."""
     out = np.zeros((size, size), image.dtype)
     src, dst = [], []
     for n in image.shape:
@@ -44,29 +63,18 @@ def to_canvas(image: np.ndarray, size: int = CANVAS) -> np.ndarray:
     return out
 
 
-def mni152_slices(
-    *, axis: int = 2, slices: Sequence[int] | None = None, normalize: float | None = None
-) -> ImageSet:
-    """Slices of the MNI152 template, rotated so that anterior is up, centred on a 256 × 256 canvas.
+def mni152_slices(*, split: str = "test", axis: int = 2, slices: Sequence[int] | None = None,
+                  normalize: float | None = None) -> tuple[np.ndarray, list[str], list[int]]:
+    """Slices of the template on the 256 × 256 canvas: ``(images (N, 256, 256) float32, names, slices)``.
 
-    Parameters
-    ----------
-    axis : int
-        0 sagittal, 1 coronal, 2 axial (default).
-    slices : sequence of int or None
-        Slice indices along ``axis``; default :data:`DEFAULT_SLICES` (axial).
-    normalize : float or None
-        Optional percentile normalisation (the template is already in [0, 1]).
+    ``slices=None`` takes the split's fixed axial slices (module docstring); other axes need explicit
+    ``slices``. ``normalize`` is an optional percentile normalisation of the volume (it is already in [0, 1]).
     """
-    from blindspot.data.preprocess import normalize_percentile
-
     volume = load_mni152_volume()
-    if axis not in (0, 1, 2):
-        raise BlindspotError(f"--axis must be 0, 1 or 2; got {axis}.")
     if slices is None:
         if axis != 2:
-            raise BlindspotError("the mni152 default slices are axial; pass --slices with --axis 0 or 1.")
-        slices = DEFAULT_SLICES
+            raise BlindspotError("the mni152 splits are axial slices; give `slices` with `axis` 0 or 1.")
+        slices = _SPLIT_SLICES[split]
     if normalize is not None:
         volume = normalize_percentile(volume, normalize, name="mni152")
     slices = [int(s) for s in slices]
@@ -74,7 +82,6 @@ def mni152_slices(
     bad = [s for s in slices if not 0 <= s < depth]
     if bad:
         raise BlindspotError(f"slice {bad[0]} is out of range for the mni152 template along axis {axis} (0..{depth - 1}).")
+    # basic indexing, not ndarray.take: take copies a slice of this Fortran-ordered volume ~700x slower
     images = np.stack([to_canvas(np.rot90(volume[(slice(None),) * axis + (s,)])) for s in slices]).astype(np.float32)
-    names = [f"mni152[axis={axis}, slice={s}]" for s in slices]
-    source = {"data": "mni152", "axis": axis, "slices": slices, "normalize": normalize, "canvas": CANVAS}
-    return ImageSet(images, names, source)
+    return images, [f"mni152[axis={axis}, slice={s}]" for s in slices], slices

@@ -14,34 +14,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 from scipy.ndimage import gaussian_filter
-from tqdm.auto import tqdm
 
+from blindspot.metrics.ranking import ap_against_negatives
+from blindspot.progress import progress
 from blindspot.results import save_npz
-
-
-def ap_against_negatives(positives: np.ndarray, negatives_sorted: np.ndarray, n_negatives: int) -> np.ndarray:
-    """Average precision of each row of ``positives`` ``(V, K)`` against shared negatives.
-
-    ``negatives_sorted`` holds the negatives' scores that are > 0, ascending; the other
-    ``n_negatives - len(negatives_sorted)`` negatives score exactly 0 (scores are non-negative).
-    Equals ``sklearn.metrics.average_precision_score`` on the concatenated scores of each row.
-    """
-    pos = np.sort(positives, axis=1)
-    k = pos.shape[1]
-    # tp(>= v) for every positive: K minus the index where its tie group starts.
-    starts = np.ones(pos.shape, bool)
-    starts[:, 1:] = pos[:, 1:] != pos[:, :-1]
-    first = np.maximum.accumulate(np.where(starts, np.arange(k), 0), axis=1)
-    tp = k - first
-    n_nonzero = len(negatives_sorted)
-    fp = n_nonzero - np.searchsorted(negatives_sorted, pos) + (n_negatives - n_nonzero) * (pos <= 0)
-    return (tp / (tp + fp)).mean(axis=1)
 
 
 def image_grid(
@@ -94,13 +77,25 @@ def grid_fingerprint(images: np.ndarray, **params) -> str:
     return digest.hexdigest()[:16]
 
 
+def _cached(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """A finished chunk saved by an earlier run, or None (also when the file is unreadable: it is recomputed)."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path) as saved:
+            return saved["ap"], saved["residual"]
+    except Exception:  # a chunk cut short by a crash or a full disk; np.load raises many types
+        warnings.warn(f"the cached chunk '{path.name}' is unreadable; it is recomputed.", UserWarning, stacklevel=3)
+        return None
+
+
 def run_grid(
     images: np.ndarray,
     labels: np.ndarray,
     values_for: Callable[[int], np.ndarray],
     sigmas: Sequence[float],
     *,
-    workers: int | None = None,
+    threads: int | None = None,
     cache_dir: str | Path | None = None,
     fingerprint: str = "",
     chunk_size: int = 16,
@@ -108,27 +103,26 @@ def run_grid(
 ) -> tuple[np.ndarray, np.ndarray]:
     """AP and mean residual ``(N, V, S)`` for a stack of images, ``values_for(n)`` giving image n's rows.
 
-    Images are processed by ``workers`` threads (numpy and scipy release the GIL), in chunks; with
-    ``cache_dir`` each finished chunk is saved there so an interrupted run resumes where it stopped.
-    Memory is O(V·K + H·W) per worker, independent of N.
+    Images are processed by ``threads`` threads (numpy and scipy release the GIL), in chunks; with
+    ``cache_dir`` each finished chunk is saved there so an interrupted run resumes where it stopped
+    (an unreadable chunk is recomputed, with a warning). Memory is O(V·K + H·W) per thread,
+    independent of N.
     """
-    workers = workers or os.cpu_count() or 1
+    threads = threads or os.cpu_count() or 1
     cache = Path(cache_dir) if cache_dir is not None else None
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
     chunks = []
-    with ThreadPoolExecutor(workers) as pool, tqdm(total=len(images), desc=desc, unit="img", leave=False) as bar:
+    with ThreadPoolExecutor(threads) as pool, progress(len(images), desc, unit="img", every=chunk_size) as bar:
         for start in range(0, len(images), chunk_size):
             stop = min(start + chunk_size, len(images))
             path = cache / f"chunk-{fingerprint}-{start:06d}-{stop:06d}.npz" if cache is not None else None
-            if path is not None and path.exists():
-                with np.load(path) as saved:
-                    chunks.append((saved["ap"], saved["residual"]))
-            else:
+            saved = _cached(path) if path is not None else None
+            if saved is None:
                 parts = list(pool.map(lambda n: image_grid(images[n], labels[n], values_for(n), sigmas), range(start, stop)))
-                ap, residual = np.stack([p[0] for p in parts]), np.stack([p[1] for p in parts])
+                saved = np.stack([p[0] for p in parts]), np.stack([p[1] for p in parts])
                 if path is not None:
-                    save_npz(path, ap=ap, residual=residual)
-                chunks.append((ap, residual))
+                    save_npz(path, ap=saved[0], residual=saved[1])
+            chunks.append(saved)
             bar.update(stop - start)
     return np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks])

@@ -18,12 +18,17 @@ from blindspot.experiments.grid import grid_fingerprint, run_grid
 
 
 def intensity_grid_axes(n_intensities: int = 100, n_sigmas: int = 100, sigma_max: float = 5.0):
-    """The protocol's axes: ``linspace(0, 1, n_intensities)`` and ``linspace(0, sigma_max, n_sigmas)``."""
-    for name, value in (("--n-intensities", n_intensities), ("--n-sigmas", n_sigmas)):
-        if value < 1:
-            raise BlindspotError(f"{name} must be at least 1; got {value}.")
+    """The protocol's axes: ``linspace(0, 1, n_intensities)`` and ``linspace(0, sigma_max, n_sigmas)``.
+
+    A grid of several σ needs ``sigma_max > 0`` (else every column is the same σ = 0).
+    """
+    for name, value in (("n_intensities", n_intensities), ("n_sigmas", n_sigmas)):
+        if not (isinstance(value, (int, np.integer)) and value >= 1):
+            raise BlindspotError(f"`{name}` must be an integer >= 1; got {value!r}.")
     if not sigma_max >= 0:
-        raise BlindspotError(f"--sigma-max must be >= 0; got {sigma_max}.")
+        raise BlindspotError(f"`sigma_max` must be >= 0; got {sigma_max}.")
+    if sigma_max == 0 and n_sigmas > 1:
+        raise BlindspotError(f"`sigma_max` 0 makes all {n_sigmas} σ of the grid 0; give a `sigma_max` > 0, or `n_sigmas` 1.")
     return np.linspace(0, 1, n_intensities), np.linspace(0, sigma_max, n_sigmas)
 
 
@@ -36,8 +41,27 @@ def random_streams(seed: int) -> tuple[np.random.Generator, np.random.Generator]
     return np.random.default_rng(centers_seed), np.random.default_rng(texture_seed)
 
 
-def _centers(images: np.ndarray, centers, seed: int) -> np.ndarray:
-    return sample_centers(images, random_streams(seed)[0]) if centers is None else np.asarray(centers, dtype=np.int64)
+def experiment_centers(images: np.ndarray, centers, seed: int) -> np.ndarray:
+    """The anomaly centre of each image: sampled from ``seed`` (its first stream), or ``centers`` checked.
+
+    Explicit centres (e.g. another implementation's) must be one (row, column) per image, inside
+    the image and on a foreground pixel.
+    """
+    if centers is None:
+        return sample_centers(images, random_streams(seed)[0])
+    centers = np.asarray(centers)
+    if centers.shape != (len(images), 2) or centers.dtype.kind not in "iu":
+        raise BlindspotError(f"`centers` must be integers of shape ({len(images)}, 2), one (row, column) per image; "
+                             f"got {centers.dtype} {centers.shape}.")
+    inside = (centers >= 0).all(axis=1) & (centers < np.array(images.shape[1:])).all(axis=1)
+    if not inside.all():
+        k = int(np.argmin(inside))
+        raise BlindspotError(f"`centers` row {k} {centers[k].tolist()} lies outside the image of shape {images.shape[1:]}.")
+    on_brain = images[np.arange(len(images)), centers[:, 0], centers[:, 1]] > 0
+    if not on_brain.all():
+        k = int(np.argmin(on_brain))
+        raise BlindspotError(f"`centers` row {k} {centers[k].tolist()} is a background pixel; centres lie in the foreground.")
+    return centers.astype(np.int64)
 
 
 def intensity_experiment(
@@ -48,7 +72,7 @@ def intensity_experiment(
     radius: float = 20,
     seed: int = 0,
     centers: np.ndarray | None = None,
-    workers: int | None = None,
+    threads: int | None = None,
     cache_dir: str | Path | None = None,
 ) -> dict[str, np.ndarray]:
     """Experiment 1: AP of a constant-intensity disk for every (intensity, σ) cell.
@@ -60,12 +84,12 @@ def intensity_experiment(
     images) and ``centers`` (N, 2).
     """
     intensities, sigmas = np.asarray(intensities, float), np.asarray(sigmas, float)
-    centers = _centers(images, centers, seed)
+    centers = experiment_centers(images, centers, seed)
     labels = anomaly_labels(images, centers, radius)
     values = intensities.astype(images.dtype)[:, None]
     key = grid_fingerprint(images, kind="intensity", intensities=intensities, sigmas=sigmas, centers=centers, radius=radius)
     ap, residual = run_grid(
-        images, labels, lambda n: values, sigmas, workers=workers, cache_dir=cache_dir, fingerprint=key, desc="intensity grid"
+        images, labels, lambda n: values, sigmas, threads=threads, cache_dir=cache_dir, fingerprint=key, desc="intensity grid"
     )
     return {
         "intensities": intensities,
@@ -86,7 +110,7 @@ def texture_experiment(
     seed: int = 0,
     centers: np.ndarray | None = None,
     match_intensities: Sequence[float] | None = None,
-    workers: int | None = None,
+    threads: int | None = None,
     cache_dir: str | Path | None = None,
 ) -> dict[str, np.ndarray]:
     """Experiment 2: AP of texture anomalies (pixel shuffle, sink, source) for every σ.
@@ -103,7 +127,7 @@ def texture_experiment(
     ``intensity_ap`` (I, S), ``intensity_ap_per_image`` (N, I, S), ``intensity_residual_mean`` (I, S).
     """
     sigmas = np.asarray(sigmas, float)
-    centers = _centers(images, centers, seed)
+    centers = experiment_centers(images, centers, seed)
     rng = random_streams(seed)[1]
     labels = anomaly_labels(images, centers, radius)
     # Only the label pixels of each anomalous image are kept: K values per image and texture.
@@ -124,7 +148,7 @@ def texture_experiment(
         intensities=match_intensities,
     )
     ap, residual = run_grid(
-        images, labels, lambda n: rows[n], sigmas, workers=workers, cache_dir=cache_dir, fingerprint=key, desc="texture grid"
+        images, labels, lambda n: rows[n], sigmas, threads=threads, cache_dir=cache_dir, fingerprint=key, desc="texture grid"
     )
     result = {
         "textures": np.asarray(textures),
@@ -142,6 +166,26 @@ def texture_experiment(
             intensity_residual_mean=residual[:, n_textures:].mean(axis=0),
         )
     return result
+
+
+#: A curve matches a reference row when their mean absolute AP difference is at most this.
+MATCH_TOLERANCE = 0.1
+
+
+def match_quality(curves: np.ndarray, reference: np.ndarray, index: np.ndarray, *, upper_edge: bool = False) -> dict:
+    """Distances and verdicts of the matches ``index`` of :func:`match_curves`.
+
+    A match holds when the mean absolute AP difference along the curve is at most
+    :data:`MATCH_TOLERANCE` and, with ``upper_edge``, the reference row is not the last one (a
+    model matched to the largest σ of the grid may be worse than any σ of it).
+    Returns ``l1`` (C,), ``mean_abs`` (C,) and ``matched`` (C,) bool.
+    """
+    l1 = np.abs(np.asarray(curves) - np.asarray(reference)[index]).sum(axis=1)
+    mean_abs = l1 / np.asarray(curves).shape[1]
+    matched = mean_abs <= MATCH_TOLERANCE
+    if upper_edge:
+        matched &= np.asarray(index) < len(reference) - 1
+    return {"l1": l1, "mean_abs": mean_abs, "matched": matched}
 
 
 def match_curves(curves: np.ndarray, reference: np.ndarray) -> np.ndarray:

@@ -1,158 +1,84 @@
 """The latent-size sweep of Cai et al. (MICCAI 2024): train an AE for every latent size d, evaluate each.
 
 Every (d, repeat k) run trains in its own folder ``OUT/runs/d{d}-r{k}`` with seed ``seed + k`` (the
-benchmark's script wrote every d into one folder, so its runs overwrote each other). The sweep is
-resumable at the granularity of training steps: a run whose ``last.pt`` is at the final step and
-whose ``evaluation.json`` exists is skipped, a run with ``last.pt`` at the final step is only
-evaluated, and any other run resumes training from its last checkpoint.
+benchmark's script wrote every d into one folder, so its runs overwrote each other) on the healthy
+training split of the data. The sweep resumes at the granularity of training steps: a run whose
+``last.pt`` is at the final step and whose ``evaluation.json`` exists is skipped, a finished run is
+only evaluated, and any other run resumes training from its last checkpoint.
 
-Test set (:func:`synthetic_test_set`): the normal images are held-out normal slices (embedded data:
-the default test slices :data:`blindspot.data.mni152.DEFAULT_SLICES`, which training does not use;
-NIfTI data: the test split's slices), resized to the model's input size; the abnormal images are the
-same slices, each with one synthetic anomaly (kind, intensity, radius and centre drawn from the seed).
+Each run is evaluated by the one evaluation protocol (:mod:`blindspot.evaluation`, preset
+``benchmark``) on the test split of the same data, prepared as the model was trained: its own
+labels (pixel labels where the layout has them, image labels only otherwise), or, for a source
+without labels (the embedded template, healthy NIfTI volumes), the synthetic test set
+(:func:`blindspot.anomalies.synthetic_test_set`). Its numbers therefore equal
+``blindspot evaluate --checkpoint RUN/last.pt --data SAME --preset benchmark``. The reconstruction
+error of a group of test images is the mean of their image scores (their mean per-pixel loss, in
+[0, 1] units).
 
-Evaluation (MICCAI 2024 protocol): the anomaly map is the model's per-pixel loss map (squared error
-for MSE models), with no mask and no post-processing; the image score is its mean over the image.
-Image level: AUROC and AP over normal (0) and abnormal (1) images. Pixel level: AP over all test
-pixels pooled (normal images included) and the exact best Dice over all thresholds (an upper bound:
-the threshold is chosen on the test labels). The reconstruction error of a group of images is the
-mean of their image scores (their mean per-pixel loss).
+Uncertainty: each run stores what the bootstrap resamples (``bootstrap.npz``: the image scores and
+the per-case count tables of its test cases), so the summary needs no model again. Per d, the
+interval of the mean over repeats resamples the test cases (the same cases for every d and repeat)
+and the repeats of that d; every d is compared with the best d on the same resampled cases (a paired
+difference), and d whose difference interval contains 0 are called indistinguishable from the best.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from blindspot.anomalies import TEXTURES, disk_anomaly, sample_centers, texture_anomaly
-from blindspot.data import DataOptions
+from blindspot.anomalies import KINDS, RADIUS_RANGE
+from blindspot.data import DataConfig, load_training, resolve
 from blindspot.errors import BlindspotError
+from blindspot.evaluation import Evaluation, evaluate, make_options
+from blindspot.evaluation.intervals import image_tables, load_case_data, resampled_metrics
+from blindspot.evaluation.sources import image_cases, model_maps, test_images
 from blindspot.experiments.grid import grid_fingerprint
-from blindspot.metrics import average_precision, best_dice, roc_auc
-from blindspot.report import markdown_table, save_figure
-from blindspot.results import csv_text, load_json, provenance, write_json, write_text
+from blindspot.metrics.bootstrap import (
+    CONFIDENCE,
+    N_RESAMPLES,
+    check_bootstrap,
+    multiplicities,
+    percentile_interval,
+    resample_indices,
+)
+from blindspot.models import list_models, model_options as accepted_options
+from blindspot.models.checkpoint import load_checkpoint, load_model
+from blindspot.progress import progress
+from blindspot.report import markdown_table, plot_sweep, save_figure
+from blindspot.results import (
+    MARKER,
+    check_output,
+    csv_text,
+    load_json,
+    make_marked_folder,
+    provenance,
+    remove_marked_folder,
+    write_json,
+    write_text,
+)
+from blindspot.training import make_config, train
 
-#: Anomaly kinds of the abnormal test images, drawn uniformly per image.
-KINDS = ("disk", *TEXTURES)
-#: Anomaly radius range in pixels at 256 px (uniform), scaled with the images' resize factor.
-RADIUS_RANGE = (10.0, 30.0)
-#: The per-run file whose presence marks a finished evaluation.
+__all__ = ["METRICS", "parse_dims", "run_metrics", "summarize", "sweep_intervals", "sweep_latent"]
+
+#: The per-file mark of a finished evaluation.
 EVALUATION = "evaluation.json"
-#: Metrics of each run, summarised as mean ± std over repeats per d.
+#: What the bootstrap of a run's evaluation resamples (written before ``evaluation.json``).
+BOOTSTRAP = "bootstrap.npz"
+#: The detection metrics that get intervals and paired comparisons (where the runs have them).
+DETECTION = ("image_auroc", "image_ap", "pixel_ap", "best_dice")
+#: The columns of ``summary.csv`` per metric (the interval and comparison columns for the detection metrics only).
+SUMMARY_COLUMNS = ("mean", "std", "low", "high", "diff", "diff_low", "diff_high", "vs_best")
+#: Where each one is in the evaluation's resampled metrics.
+_RESAMPLED = {"image_auroc": ("image", "auroc"), "image_ap": ("image", "ap"), "pixel_ap": ("pixel", "ap"),
+              "best_dice": ("pixel", "best_dice")}
+#: Metrics of each run (pixel metrics only where the test set has pixel labels), summarised per d.
 METRICS = ("image_auroc", "image_ap", "pixel_ap", "best_dice", "error_normal", "error_abnormal")
-_LABELS = dict(zip(METRICS, ("image AUROC", "image AP", "pixel AP", "best Dice", "normal images", "abnormal images")))
-
-
-@dataclass(frozen=True)
-class TestSet:
-    """Normal images followed by the same images with an anomaly each.
-
-    Attributes
-    ----------
-    images : float32 (2N, H, W)
-        ``images[:N]`` normal, ``images[N:]`` abnormal, at the model's input size, in [0, 1].
-    labels : bool (2N, H, W)
-        Pixel labels (all False for the normal images; disk ∩ brain for the abnormal ones).
-    anomalies : dict
-        Per abnormal image: ``kind``, ``intensity`` (used by disks only), ``radius``, ``center``.
-    """
-
-    images: np.ndarray
-    labels: np.ndarray
-    anomalies: dict
-
-    @property
-    def is_abnormal(self) -> np.ndarray:
-        n = len(self.images) // 2
-        return np.arange(2 * n) >= n
-
-
-def split_data(data: DataOptions) -> tuple[DataOptions, DataOptions]:
-    """Training data and held-out normal test data for ``data``.
-
-    * ``mni152``: training uses its own fixed slices (:func:`blindspot.training.load_training_images`);
-      the test images are the default test slices :data:`blindspot.data.mni152.DEFAULT_SLICES`,
-      which training never sees.
-    * a folder of volumes: training takes the protocol's first 60 % of the sorted volumes
-      (``--split all`` becomes ``train``), the test images are the same slices (``--slices``/``--slice``;
-      default slice 128) of the last 40 %.
-    """
-    if data.data == "mni152":
-        return data, replace(data, axis=2, slices=None)
-    if not Path(data.data).is_dir():
-        raise BlindspotError(f"--data '{data.data}' must be mni152 or a folder of volumes, so that test volumes are held out.")
-    if data.split == "test":
-        raise BlindspotError("--split test would train on the test volumes; use --split train (or all) for a sweep.")
-    return replace(data, split="train"), replace(data, split="test")
-
-
-def synthetic_test_set(images: np.ndarray, *, seed: int, scale: float = 1.0) -> TestSet:
-    """The test set for normal ``images`` (N, H, W): the images themselves plus one anomalous copy of each.
-
-    Per abnormal image, from ``numpy.random.default_rng(seed)`` in this order: the kind (uniform over
-    :data:`KINDS`), the intensity (uniform in [0, 1], used by the disk), the radius (uniform in
-    :data:`RADIUS_RANGE` × ``scale``), the centre (uniform over the brain), then the pixel-shuffle
-    permutations. Labels are disk ∩ brain.
-    """
-    rng = np.random.default_rng(seed)
-    n = len(images)
-    kinds = rng.integers(0, len(KINDS), n)
-    intensities = rng.uniform(0.0, 1.0, n)
-    radii = rng.uniform(*RADIUS_RANGE, n) * scale
-    centers = sample_centers(images, rng)
-    abnormal = np.empty_like(images)
-    labels = np.zeros((2 * n, *images.shape[1:]), bool)
-    for i in range(n):  # one anomaly per image (each has its own radius)
-        one, center = images[i : i + 1], centers[i : i + 1]
-        if KINDS[kinds[i]] == "disk":
-            made = disk_anomaly(one, intensities[i], radius=radii[i], centers=center)
-        else:
-            made = texture_anomaly(one, KINDS[kinds[i]], radius=radii[i], centers=center, rng=rng)
-        abnormal[i], labels[n + i] = made.images[0], made.labels[0]
-    anomalies = {
-        "kind": [KINDS[k] for k in kinds],
-        "intensity": intensities,
-        "radius": radii,
-        "center": centers,
-    }
-    return TestSet(np.concatenate([images, abnormal]), labels, anomalies)
-
-
-def evaluate(model, test: TestSet, *, input_range=(0.0, 1.0), batch_size: int = 64, device: str | None = None) -> dict:
-    """Image- and pixel-level metrics of ``model`` on ``test`` (see the module docstring).
-
-    The metrics use the maps as the model computes them (in its input units); the errors are
-    converted to [0, 1] units (an "l1" map divided by the input range's width, an "mse" map by
-    its square) so that runs with different input ranges compare.
-    """
-    from blindspot.training import anomaly_maps
-
-    maps = anomaly_maps(model, test.images, input_range=tuple(input_range), batch_size=batch_size, device=device)
-    scores = maps.mean(axis=(1, 2), dtype=np.float64)
-    abnormal = test.is_abnormal
-    width = float(input_range[1]) - float(input_range[0])
-    errors = scores / (width if getattr(model, "loss", "l1") == "l1" else width**2)
-    dice, threshold = best_dice(test.labels, maps)
-    return {
-        "image_auroc": roc_auc(abnormal, scores),
-        "image_ap": average_precision(abnormal, scores),
-        "pixel_ap": average_precision(test.labels, maps),
-        "best_dice": dice,
-        "best_dice_threshold": threshold,
-        "error_normal": float(errors[~abnormal].mean()),
-        "error_abnormal": float(errors[abnormal].mean()),
-        "image_scores": scores,
-    }
-
-
-# --------------------------------------------------------------------------------------------
-# the sweep
+LABELS = dict(zip(METRICS, ("image AUROC", "image AP", "pixel AP", "best Dice", "normal images", "abnormal images")))
 
 
 def parse_dims(dims: Sequence[int | str]) -> list[int]:
@@ -162,12 +88,12 @@ def parse_dims(dims: Sequence[int | str]) -> list[int]:
         try:
             d = int(value)
         except (TypeError, ValueError):
-            raise BlindspotError(f"--dims must be positive integers; got {value!r}.") from None
+            raise BlindspotError(f"`dims` must be positive integers; got {value!r}.") from None
         if d < 1 or str(d) != str(value).strip():
-            raise BlindspotError(f"--dims must be positive integers; got {value!r}.")
+            raise BlindspotError(f"`dims` must be positive integers; got {value!r}.")
         parsed.append(d)
     if not parsed:
-        raise BlindspotError("--dims needs at least one latent size, e.g. --dims 4 16 64.")
+        raise BlindspotError("`dims` needs at least one latent size, e.g. 4 16 64.")
     return sorted(set(parsed))
 
 
@@ -177,15 +103,22 @@ def run_name(d: int, repeat: int) -> str:
 
 
 def _trained(run: Path, steps: int | None) -> bool:
-    """Whether ``run`` holds a finished training: ``last.pt`` at its final step (``steps``, or the
-    step count the run derived from its epochs)."""
-    from blindspot.checkpoint import load_checkpoint
-
+    """Whether ``run`` holds a finished training: ``last.pt`` at its final step."""
     if not (run / "last.pt").is_file():
         return False
     checkpoint = load_checkpoint(run / "last.pt")
-    final = steps if steps is not None else checkpoint["config"]["steps"]
-    return checkpoint["step"] >= final
+    return checkpoint["step"] >= (steps if steps is not None else checkpoint["config"]["steps"])
+
+
+def run_metrics(evaluation: Evaluation) -> dict:
+    """The sweep's numbers of one evaluation: image metrics, pixel metrics (if any), mean loss per group."""
+    m = evaluation.metrics
+    out = {"image_auroc": m["image"]["auroc"], "image_ap": m["image"]["ap"]}
+    if "pixel" in m:
+        out.update(pixel_ap=m["pixel"]["ap"], best_dice=m["pixel"]["best_dice"])
+    scores = np.array([row["image_score"] for row in evaluation.per_case])
+    abnormal = np.array([row["anomalous"] for row in evaluation.per_case], bool)
+    return {**out, "error_normal": float(scores[~abnormal].mean()), "error_abnormal": float(scores[abnormal].mean())}
 
 
 def sweep_latent(
@@ -195,11 +128,14 @@ def sweep_latent(
     dims: Sequence[int] = (1, 2, 4, 8, 16, 32, 64, 128),
     repeats: int = 3,
     preset: str = "quick",
-    data: DataOptions = DataOptions(),
+    data: DataConfig = DataConfig(),
     overrides: dict | None = None,
     model_options: dict | None = None,
     device: str | None = None,
-    batch_size: int = 64,
+    threads: int | None = None,
+    seed: int = 0,
+    bootstrap: int = N_RESAMPLES,
+    confidence: float = CONFIDENCE,
     overwrite: bool = False,
 ) -> Path:
     """Train and evaluate ``model`` for every latent size in ``dims``, ``repeats`` times; write the summary.
@@ -210,98 +146,109 @@ def sweep_latent(
         Sweep folder: ``sweep.json`` (settings), ``runs/d{d}-r{k}/`` (training run folders, each
         with its ``evaluation.json``), ``summary.md``, ``summary.csv``, ``runs.csv`` and
         ``latent_sweep.png``. Rerunning with the same settings resumes; other settings are refused
-        unless ``overwrite`` (which deletes the folder first).
+        unless ``overwrite`` (which deletes the sweep folder first).
+    data : DataConfig
+        Trained on its healthy train split, tested on its test split (``data.split`` must be unset).
     overrides : dict
-        Preset values to override (``steps``, ``batch_size``, ``lr``, ``size``, ``seed``), passed
-        to :func:`blindspot.training.make_config`; run k uses seed ``seed + k``.
-    batch_size : int
-        Images per model call at evaluation.
+        Preset values to override (``steps``, ``batch_size``, ``lr``, ``size``, ``seed``, ...),
+        passed to :func:`blindspot.training.make_config`; run k uses seed ``seed + k``.
+    threads : int or None
+        CPU threads of each training (:func:`blindspot.training.train`).
+    seed : int
+        Seed of the synthetic test set (for sources without labels), as ``evaluate``'s, and of the
+        summary's bootstrap.
+    bootstrap, confidence : int, float
+        Resamples (0: no intervals) and level of the summary's intervals (:func:`sweep_intervals`);
+        they may change between invocations of a sweep (only the summary is recomputed).
     """
-    from blindspot.models import list_models
-    from blindspot.models import model_options as accepted_options
-    from blindspot.training import make_config, train
-
     dims = parse_dims(dims)
-    if repeats < 1:
-        raise BlindspotError(f"--repeats must be at least 1; got {repeats}.")
+    check_bootstrap(bootstrap, confidence)
+    if not (isinstance(repeats, int) and repeats >= 1):
+        raise BlindspotError(f"`repeats` must be at least 1; got {repeats}.")
     if "d" not in accepted_options(model):
         with_d = [name for name in list_models() if "d" in accepted_options(name)]
         raise BlindspotError(f"model {model!r} has no latent size d; use one of {', '.join(with_d)}.")
+    if data.split is not None:
+        raise BlindspotError("the sweep trains on the train split and tests on the test split of the data; do not give `split`.")
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     model_options = dict(model_options or {})
     base = make_config(preset, **overrides)
     out = Path(out)
-    train_options, test_options = split_data(data)
-    settings = {
-        "command": "sweep latent",
-        "model": model,
-        "model_options": model_options,
-        "preset": preset,
-        "overrides": overrides,
-        "train_config": asdict(base),
-        "data": asdict(train_options),
-        "test_data": asdict(test_options),
-        "radius_range": list(RADIUS_RANGE),
-        "kinds": list(KINDS),
-    }
-    _open_sweep_folder(out, settings, overwrite=overwrite)
-
-    from blindspot.checkpoint import load_model
-    from blindspot.experiments.model_pitfalls import fit_to_model
-
-    normal = test_options.load()
-    images, scale = fit_to_model(normal.images, base.size)
-    test = synthetic_test_set(images, seed=base.seed, scale=scale)
-    fingerprint = grid_fingerprint(test.images, labels=test.labels.sum(axis=(1, 2)))
-    write_json(out / "test_set.json", {
-        "names": normal.names, "source": normal.source, "size": base.size, "scale": scale, "seed": base.seed,
-        "fingerprint": fingerprint, "anomalies": test.anomalies, "versions": provenance(),
-    })
+    check_output(out, inputs=[data.data], overwrite=True)  # an existing sweep folder is resumed, below
+    test_config = resolve(data.with_preparation(size=base.size), default_split="test")
+    test = test_images(test_config, seed=seed)  # bad test data fail here, before any folder is made
+    load_training(data.with_preparation(size=base.size), hold_out=base.hold_out)  # and bad training data too
+    settings = {"command": "sweep latent", "model": model, "model_options": model_options, "preset": preset,
+                "overrides": overrides, "train_config": asdict(base), "data": data.record(), "test_seed": seed,
+                "protocol": "benchmark"}
+    created = _open_sweep_folder(out, settings, overwrite=overwrite)
+    write_json(out / "test_set.json", {"names": test.names, "source": test.source, "fingerprint": _fingerprint(test),
+                                       "versions": provenance()})
     runs = [(d, k) for d in dims for k in range(repeats)]
     evaluations = {}
-    for d, k in tqdm(runs, desc="latent sweep", unit="run"):
-        run = out / "runs" / run_name(d, k)
-        config = make_config(preset, **{**overrides, "seed": base.seed + k})
-        evaluation = run / EVALUATION
-        trained = _trained(run, config.steps)
-        if trained and evaluation.is_file():
-            saved = load_json(evaluation)
-            if saved.get("test_set") == fingerprint:
-                evaluations[d, k] = saved
-                continue
-        if not trained:  # new, or interrupted (``run.partial`` holds its last.pt: train continues it)
-            train(config, run, model_name=model, model_options={**model_options, "d": d}, data=train_options,
-                  resume=run.exists(), device=device)
-        trained_model = load_model(run / "last.pt", device=device)
-        metrics = evaluate(trained_model, test, input_range=config.input_range, batch_size=batch_size, device=device)
-        evaluations[d, k] = {"d": d, "repeat": k, "seed": config.seed, "checkpoint": "last.pt",
-                             "test_set": fingerprint, **metrics, "versions": provenance()}
-        write_json(evaluation, evaluations[d, k])
-    write_summary(out, dims, repeats, evaluations, settings)
+    with progress(len(runs), "latent sweep", unit="run", every=1) as bar:
+        for d, k in runs:
+            try:
+                evaluations[d, k] = _run(out / "runs" / run_name(d, k), d, k, model, model_options, preset, overrides,
+                                         data, test, base, device, threads)
+            except BlindspotError:
+                if created and not evaluations:  # nothing finished: leave no folder behind
+                    remove_marked_folder(out)
+                raise
+            bar.update(1)
+    write_summary(out, dims, repeats, evaluations, settings, n_test=len(test), bootstrap=bootstrap, confidence=confidence,
+                  seed=seed)
     return out
 
 
-def _open_sweep_folder(out: Path, settings: dict, *, overwrite: bool) -> None:
-    """Create ``out`` with its ``sweep.json``, or check that an existing sweep has the same settings."""
+def _fingerprint(test) -> str:
+    return grid_fingerprint(test.images, labels=None if test.labels is None else test.labels.sum(axis=(1, 2)),
+                            anomalous=None if test.anomalous is None else test.anomalous.tolist())
+
+
+def _run(run: Path, d: int, k: int, model: str, model_options: dict, preset: str, overrides: dict, data: DataConfig,
+         test, base, device, threads) -> dict:
+    """Train (or resume) run (d, k) and evaluate it, unless both are done already."""
+    config = make_config(preset, **{**overrides, "seed": base.seed + k})
+    evaluation_file = run / EVALUATION
+    trained = _trained(run, config.steps)
+    fingerprint = _fingerprint(test)
+    if trained and evaluation_file.is_file() and (run / BOOTSTRAP).is_file():
+        saved = load_json(evaluation_file)
+        if saved.get("test_set") == fingerprint:
+            return saved
+    if not trained:  # new, or interrupted (``run.partial`` holds its last.pt: train continues it)
+        train(config, run, model_name=model, model_options={**model_options, "d": d}, data=data,
+              resume=run.exists(), device=device, threads=threads)
+    trained_model = load_model(run / "last.pt", device=device)
+    if test.source["config"]["preparation"] != trained_model.preparation:
+        raise BlindspotError(f"the model in '{run}' was trained on images prepared otherwise than the sweep's test images.")
+    evaluation = evaluate(image_cases(test, model_maps(trained_model, device=device)), make_options("benchmark"), n_overlays=0)
+    record = {"d": d, "repeat": k, "seed": config.seed, "checkpoint": "last.pt", "test_set": fingerprint,
+              **run_metrics(evaluation), "image_scores": [row["image_score"] for row in evaluation.per_case],
+              "versions": provenance()}
+    evaluation.cases.save(run / BOOTSTRAP)
+    write_json(evaluation_file, record)
+    return record
+
+
+def _open_sweep_folder(out: Path, settings: dict, *, overwrite: bool) -> bool:
+    """Create ``out`` with its ``sweep.json`` (True), or check that an existing sweep has the same settings (False)."""
     if out.exists() and overwrite:
-        shutil.rmtree(out)
+        remove_marked_folder(out)
     if out.exists():
-        if not out.is_dir():
-            raise BlindspotError(f"output path '{out}' exists and is not a folder.")
-        if not (out / "sweep.json").is_file():
-            if any(out.iterdir()):
-                raise BlindspotError(f"output folder '{out}' exists and is not a sweep folder; choose another --out.")
-        else:
-            saved = load_json(out / "sweep.json")
-            if saved.get("settings") != _jsonable(settings):
-                changed = sorted(k for k in settings if saved.get("settings", {}).get(k) != _jsonable(settings[k]))
-                raise BlindspotError(
-                    f"sweep folder '{out}' was made with other settings ({', '.join(changed)}); "
-                    "rerun with the same options to resume, or pass --overwrite."
-                )
-            return
-    (out / "runs").mkdir(parents=True, exist_ok=True)
+        if not (out / "sweep.json").is_file() or not (out / MARKER).is_file():
+            raise BlindspotError(f"output folder '{out}' exists and is not a sweep folder; choose another `out`.")
+        saved = load_json(out / "sweep.json")
+        if saved.get("settings") != _jsonable(settings):
+            changed = sorted(k for k in settings if saved.get("settings", {}).get(k) != _jsonable(settings[k]))
+            raise BlindspotError(f"sweep folder '{out}' was made with other settings ({', '.join(changed)}); "
+                                 "rerun with the same options to resume, or overwrite it.")
+        return False
+    make_marked_folder(out / "runs")
+    make_marked_folder(out)
     write_json(out / "sweep.json", {"settings": settings, "versions": provenance()})
+    return True
 
 
 def _jsonable(value):
@@ -314,12 +261,13 @@ def _jsonable(value):
 
 
 def summarize(dims: Sequence[int], repeats: int, evaluations: dict) -> list[dict]:
-    """Per d: number of runs and mean and std (ddof = 1; nan for one run) of every metric in :data:`METRICS`."""
+    """Per d: number of runs and mean and std (ddof = 1; nan for one run) of every metric the runs have."""
+    names = [m for m in METRICS if m in evaluations[dims[0], 0]]
     rows = []
     for d in dims:
         runs = [evaluations[d, k] for k in range(repeats)]
         row = {"d": d, "runs": len(runs)}
-        for name in METRICS:
+        for name in names:
             values = np.array([run[name] for run in runs], float)
             row[f"{name}_mean"] = float(values.mean())
             row[f"{name}_std"] = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
@@ -327,62 +275,137 @@ def summarize(dims: Sequence[int], repeats: int, evaluations: dict) -> list[dict
     return rows
 
 
-def write_summary(out: Path, dims: Sequence[int], repeats: int, evaluations: dict, settings: dict) -> None:
+def sweep_intervals(out: Path, dims: Sequence[int], repeats: int, rows: list[dict], *, n_resamples: int = N_RESAMPLES,
+                    confidence: float = CONFIDENCE, seed: int = 0) -> None:
+    """Add to ``rows`` (of :func:`summarize`) the intervals over cases and repeats, and the paired comparison with the best d.
+
+    Every resample draws the test cases with replacement (``numpy.random.default_rng(seed)``, the
+    same cases for every d and repeat) and, for each d, its repeats with replacement
+    (``numpy.random.default_rng([seed, 1])``); the metric of a d in a resample is the mean over its
+    drawn repeats of each run's metric on the drawn cases (pooled pixel metrics from the runs'
+    count tables). Per detection metric and d: ``{metric}_low`` / ``_high`` (the interval of that
+    mean), ``_diff`` (mean minus the best d's mean), ``_diff_low`` / ``_diff_high`` (the interval of
+    the paired difference) and ``_vs_best``: ``best``, ``indistinguishable`` (the interval contains 0)
+    or ``lower``.
+    """
+    names = [m for m in DETECTION if f"{m}_mean" in rows[0]]
+    data = {(d, k): load_case_data(out / "runs" / run_name(d, k) / BOOTSTRAP) for d in dims for k in range(repeats)}
+    first = data[dims[0], 0]
+    for key, other in data.items():
+        if other.names != first.names:
+            raise BlindspotError(f"run {run_name(*key)} was evaluated on other test cases than run {run_name(dims[0], 0)}.")
+    weights = multiplicities(resample_indices(first.n_groups, n_resamples, seed), first.n_groups)
+    draws = np.random.default_rng([seed, 1])
+    resampled = {}  # (d, metric) -> (B,) mean over the drawn repeats
+    for d in dims:
+        per_run = []
+        for k in range(repeats):
+            values = resampled_metrics(data[d, k], weights, image_tables(data[d, k]))
+            per_run.append([values[_RESAMPLED[m][0]][_RESAMPLED[m][1]] for m in names])
+        per_run = np.asarray(per_run)  # (repeats, metrics, B)
+        chosen = draws.integers(0, repeats, (n_resamples, repeats))
+        for j, name in enumerate(names):
+            resampled[d, name] = per_run[chosen, j, np.arange(n_resamples)[:, None]].mean(axis=1)
+    for name in names:
+        best = max(rows, key=lambda row: row[f"{name}_mean"])
+        for row in rows:
+            row[f"{name}_low"], row[f"{name}_high"] = percentile_interval(resampled[row["d"], name], confidence)
+            row[f"{name}_diff"] = row[f"{name}_mean"] - best[f"{name}_mean"]
+            low, high = percentile_interval(resampled[row["d"], name] - resampled[best["d"], name], confidence)
+            row[f"{name}_diff_low"], row[f"{name}_diff_high"] = low, high
+            row[f"{name}_vs_best"] = ("best" if row is best else "indistinguishable" if np.isnan(low) or low <= 0 <= high
+                                      else "lower")
+
+
+def best_d_sentence(rows: list[dict], metric: str = "image_auroc", chance: float = 0.5, *, confidence: float = CONFIDENCE,
+                    n_cases: int | None = None) -> str:
+    """Which d has the best mean ``metric``, with n, and which d the data cannot tell apart from it.
+
+    Uses the paired intervals of :func:`sweep_intervals` (``{metric}_vs_best``); without them it
+    says that no d was tested against the best.
+    """
+    best = max(rows, key=lambda row: row[f"{metric}_mean"])
+    n = best["runs"]
+    cases = f" on {n_cases} test images" if n_cases else ""
+    interval = (f" [{best[f'{metric}_low']:.3f}, {best[f'{metric}_high']:.3f}]" if f"{metric}_low" in best else "")
+    text = (f"Best mean {LABELS[metric]} at d = {best['d']} ({best[f'{metric}_mean']:.3f}{interval}, n = {n} run(s) per d"
+            f"{cases})")
+    if best[f"{metric}_mean"] <= chance:
+        return text + f"; every d is at or below chance ({chance}), so no d detects anything."
+    if f"{metric}_vs_best" not in best:
+        return text + "; no intervals were computed (bootstrap 0), so no d was tested against it."
+    level = f"{100 * confidence:g} %"
+    spread = "" if n > 1 else " (with one run per d the intervals cover the test images, not the spread between trainings)"
+    same = [row["d"] for row in rows if row[f"{metric}_vs_best"] == "indistinguishable"]
+    if same:
+        return text + (f"; d = {', '.join(map(str, same))} {'is' if len(same) == 1 else 'are'} indistinguishable from it (the "
+                       f"{level} interval of the paired difference on the same test images contains 0){spread}, so the data "
+                       "do not single out one d.")
+    if len(rows) == 1:
+        return text + "."
+    return text + (f"; every other d is lower (the {level} intervals of the paired differences on the same test images lie "
+                   f"below 0){spread}.")
+
+
+def write_summary(out: Path, dims: Sequence[int], repeats: int, evaluations: dict, settings: dict, *, n_test: int,
+                  bootstrap: int = N_RESAMPLES, confidence: float = CONFIDENCE, seed: int = 0) -> None:
     """``summary.csv``, ``runs.csv``, ``summary.md`` and ``latent_sweep.png`` from the runs' evaluations."""
     rows = summarize(dims, repeats, evaluations)
-    write_text(out / "summary.csv", csv_text(rows))
-    run_rows = [{"d": d, "repeat": k, "seed": evaluations[d, k]["seed"], **{m: evaluations[d, k][m] for m in METRICS}}
+    names = [m for m in METRICS if f"{m}_mean" in rows[0]]
+    if bootstrap:
+        sweep_intervals(out, dims, repeats, rows, n_resamples=bootstrap, confidence=confidence, seed=seed)
+    columns = ["d", "runs", *(f"{m}_{part}" for m in names for part in SUMMARY_COLUMNS)]
+    write_text(out / "summary.csv", csv_text([{c: row[c] for c in columns if c in row} for row in rows]))
+    run_rows = [{"d": d, "repeat": k, "seed": evaluations[d, k]["seed"], **{m: evaluations[d, k][m] for m in names}}
                 for d in dims for k in range(repeats)]
     write_text(out / "runs.csv", csv_text(run_rows))
 
     def cell(row, name, digits):
         std = row[f"{name}_std"]
-        return f"{row[f'{name}_mean']:.{digits}f}" + ("" if np.isnan(std) else f" ± {std:.{digits}f}")
+        text = f"{row[f'{name}_mean']:.{digits}f}" + ("" if np.isnan(std) else f" ± {std:.{digits}f}")
+        if f"{name}_low" in row:
+            text += f" [{row[f'{name}_low']:.{digits}f}, {row[f'{name}_high']:.{digits}f}]"
+        return text
 
-    header = ["d", "image AUROC", "image AP", "pixel AP", "best Dice", "error normal", "error abnormal"]
-    table = [[row["d"], *(cell(row, m, 3) for m in METRICS[:4]), *(cell(row, m, 5) for m in METRICS[4:])] for row in rows]
+    def versus(row, name):
+        if row[f"{name}_vs_best"] == "best":
+            return "best"
+        return (f"{row[f'{name}_diff']:+.3f} [{row[f'{name}_diff_low']:+.3f}, {row[f'{name}_diff_high']:+.3f}] "
+                f"{row[f'{name}_vs_best']}")
+
+    header = ["d", *(LABELS[m] if not m.startswith("error") else f"error {LABELS[m].split()[0]}" for m in names)]
+    table = [[row["d"], *(cell(row, m, 5 if m.startswith("error") else 3) for m in names)] for row in rows]
     config = settings["train_config"]
-    best = max(rows, key=lambda row: row["image_auroc_mean"])
+    length = f"{config['steps']} steps" if config["steps"] else f"{config['epochs']:g} epochs"
     lowest = min(rows, key=lambda row: row["error_normal_mean"])
+    pixel = ("pixel AP and best Dice over all test pixels pooled; " if "pixel_ap" in names
+             else "the test set has image labels only, so there are no pixel metrics; ")
+    level = f"{100 * confidence:g} %"
+    compared = [m for m in DETECTION if f"{m}_vs_best" in rows[0]]
+    uncertainty = ""
+    if compared:
+        uncertainty = (
+            f" In brackets: the {level} percentile bootstrap interval of the mean over repeats, resampling the {n_test} test "
+            f"images (the same for every d) and the repeats of each d ({bootstrap} resamples, seed {seed}).\n\n"
+            f"## Each d against the best d\n\nDifference of the mean to the best d's, with the {level} interval of the paired "
+            "difference on the same resampled test images; *indistinguishable*: the interval contains 0.\n\n"
+            + markdown_table(["d", *(LABELS[m] for m in compared)], [[row["d"], *(versus(row, m) for m in compared)] for row in rows]))
     write_text(out / "summary.md", (
         f"# Latent-size sweep: {settings['model']}\n\n"
-        f"Preset `{settings['preset']}` ({config['steps']} steps, batch {config['batch_size']}, {config['size']} px), "
-        f"data `{settings['data']['data']}`, {repeats} repeat(s) per d ({_seeds(config['seed'], repeats)}); "
-        "the last checkpoint of each run is evaluated. Mean ± sample std over repeats.\n\n"
-        "Test set: held-out normal slices and the same slices with one synthetic anomaly each "
-        f"({', '.join(KINDS)}; radius uniform in {RADIUS_RANGE[0]:g}–{RADIUS_RANGE[1]:g} px at 256 px), see `test_set.json`. "
-        "Anomaly map: the per-pixel loss map; image score: its mean; pixel AP and best Dice over all test pixels pooled; "
-        "error: mean per-pixel loss of the normal and of the abnormal test images.\n\n"
+        f"Preset `{settings['preset']}` ({length}, batch {config['batch_size']}, "
+        f"{config['size']} px), data `{settings['data']['data']}`, {repeats} repeat(s) per d ({_seeds(config['seed'], repeats)}); "
+        "the last checkpoint of each run is evaluated with the `benchmark` protocol. Mean ± sample std over repeats.\n\n"
+        f"Test set: {n_test} images of the test split (see `test_set.json`; a source without labels gets the synthetic "
+        f"test set: each normal image and a copy with one {'/'.join(KINDS)} anomaly, radius "
+        f"{RADIUS_RANGE[0]:g}–{RADIUS_RANGE[1]:g} px at 256 px). Anomaly map: the per-pixel loss; image score: its mean; "
+        f"{pixel}error: mean per-pixel loss of the normal and of the abnormal test images.\n\n"
         f"{markdown_table(header, table)}\n\n"
-        f"Best image AUROC at d = {best['d']}; lowest error on normal images at d = {lowest['d']}.\n\n"
+        f"{best_d_sentence(rows, confidence=confidence, n_cases=n_test)} Lowest error on normal images at d = {lowest['d']}."
+        f"{uncertainty}\n\n"
         "![error and detection vs d](latent_sweep.png)\n"
     ))
-    save_figure(plot_sweep(rows), out / "latent_sweep.png")
+    save_figure(plot_sweep(rows, LABELS, confidence=confidence), out / "latent_sweep.png")
 
 
 def _seeds(seed: int, repeats: int) -> str:
     return f"seed {seed}" if repeats == 1 else f"seeds {seed}–{seed + repeats - 1}"
-
-
-def plot_sweep(rows: list[dict]):
-    """Reconstruction error vs d (normal and abnormal) and detection metrics vs d (MICCAI 2024 style)."""
-    import matplotlib.pyplot as plt
-
-    dims = [row["d"] for row in rows]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
-    for ax, names, ylabel in (
-        (left, ("error_normal", "error_abnormal"), "mean per-pixel loss"),
-        (right, ("image_auroc", "image_ap", "pixel_ap", "best_dice"), "metric"),
-    ):
-        for name in names:
-            mean = np.array([row[f"{name}_mean"] for row in rows])
-            std = np.nan_to_num(np.array([row[f"{name}_std"] for row in rows]))
-            ax.errorbar(dims, mean, yerr=std, marker="o", capsize=3, label=_LABELS[name])
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(dims, [str(d) for d in dims])
-        ax.set_xlabel("latent size d")
-        ax.set_ylabel(ylabel)
-        ax.legend(fontsize=8)
-    left.set_title("reconstruction error of the test images")
-    right.set_title("detection")
-    return fig

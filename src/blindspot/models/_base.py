@@ -1,9 +1,11 @@
 """The base class every model of the zoo derives from, and the shared validation helpers.
 
 The base class owns what is common to all models: the loss kind and its per-pixel residual, the
-``config`` dict, the input check, ``anomaly_map`` (no_grad, eval mode) and the default
-``training_loss`` (reconstruction loss only). Subclasses build their layers, implement
-``forward`` (and ``encode``/``decode``) and override ``training_loss`` when they add a term.
+``config`` dict, the input check, ``anomaly_map`` (no_grad, eval mode), the default
+``training_loss`` (reconstruction loss only) and the data convention the model is trained in
+(``input_range`` and ``preparation``, set by training and restored from checkpoints, not
+constructor options). Subclasses build their layers, implement ``forward`` (and
+``encode``/``decode``) and override ``training_loss`` when they add a term.
 """
 
 from __future__ import annotations
@@ -91,6 +93,12 @@ class ReconstructionModel(nn.Module):
 
     Subclasses set the class attribute ``name`` (their registry name), call
     ``self._set_config(...)`` with every constructor argument, and implement ``forward``.
+
+    Besides its architecture (:attr:`config`) a model carries the data convention it is trained
+    in, which is not part of the architecture and so not a constructor option:
+    :attr:`input_range` (the value range of its inputs) and :attr:`preparation` (how its images
+    were prepared). Training sets both and checkpoints store and restore them, so a loaded
+    model is fed exactly as it was trained (:mod:`blindspot.models.inference`).
     """
 
     #: Registry name, the ``"name"`` entry of :attr:`config`.
@@ -98,6 +106,28 @@ class ReconstructionModel(nn.Module):
 
     size: int
     loss: str
+    #: The data preparation the model was trained with (a JSON-like dict), or None if unknown.
+    preparation: dict[str, Any] | None = None
+    _input_range: tuple[float, float] = (0.0, 1.0)
+
+    @property
+    def input_range(self) -> tuple[float, float]:
+        """``(low, high)``: images in [0, 1] are mapped linearly onto this range for the model.
+
+        (0, 1) by default, (-1, 1) under the ``ae4ad`` preset. Setting it checks the value and
+        stores two floats.
+        """
+        return self._input_range
+
+    @input_range.setter
+    def input_range(self, value: object) -> None:
+        bounds = tuple(value) if isinstance(value, (tuple, list)) else ()
+        if not (len(bounds) == 2 and all(_is_number(v) for v in bounds) and bounds[0] < bounds[1]):
+            raise BlindspotError(
+                f"{self.name}: input_range must be two numbers (low, high) with low < high; "
+                f"got {value!r}."
+            )
+        self._input_range = (float(bounds[0]), float(bounds[1]))
 
     def _set_config(self, **kwargs: Any) -> None:
         """Record the constructor arguments (in signature order) for :attr:`config`."""
@@ -147,8 +177,9 @@ class ReconstructionModel(nn.Module):
         """Per-pixel residual (B, 1, H, W) of the loss between ``x`` and its reconstruction.
 
         Runs under ``torch.no_grad()`` and in eval mode: the model is switched to eval for the
-        call and its previous mode is restored, so batch-norm statistics, EMA codebooks and
-        sampling never depend on the batch or on the mode the caller left the model in.
+        call and its previous mode is restored, so batch-norm statistics and EMA codebooks never
+        depend on the batch or on the mode the caller left the model in (and ``vae`` samples only
+        with ``eval_latent="sample"``).
         """
         was_training = self.training
         self.eval()

@@ -7,9 +7,13 @@ Its encoder, decoder and dense bottleneck are shared by ``vae``, ``memae`` and `
 * Bottleneck: flatten -> Linear -> ``hidden`` -> BatchNorm1d -> ReLU -> Linear -> ``d``, mirrored
   by Linear ``d`` -> ``hidden`` -> BatchNorm1d -> ReLU -> Linear -> 64*(size/16)**2 -> reshape.
   The linears keep their bias.
-* Decoder: ConvTranspose2d 4x4, stride 2, padding 1 blocks 64 -> 64 -> 32 -> 16 -> 1; each but the
-  last is ``bias=False`` -> BatchNorm2d -> ReLU; the last has a bias and no normalisation or
-  activation (identity output, range-agnostic).
+* Decoder: ConvTranspose2d 4x4, stride 2, padding 1 blocks 64 -> 64 -> 32 -> 16 -> 1, all
+  ``bias=False``; each but the last is followed by BatchNorm2d -> ReLU; the last has no
+  normalisation or activation (identity output, range-agnostic) and, as in the benchmark's code,
+  no bias.
+
+The parameter counts equal the benchmark's (64 px, hidden 1024; ``bench-ae`` d = 1 / 4 / 16 / 128:
+2,320,449 / 2,326,596 / 2,351,184 / 2,580,672).
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ def bench_encoder() -> nn.Sequential:
 
 
 def bench_decoder() -> nn.Sequential:
-    """Four stride-2 transposed-conv blocks: (B, 64, s/16, s/16) -> (B, 1, s, s), linear output."""
+    """Four stride-2 transposed-conv blocks: (B, 64, s/16, s/16) -> (B, 1, s, s), linear output, no bias."""
     layers: list[nn.Module] = []
     rev = BENCH_WIDTHS[::-1]  # 64, 64, 32, 16
     for c_in, c_out in zip(rev[:-1], rev[1:]):
@@ -54,7 +58,7 @@ def bench_decoder() -> nn.Sequential:
             nn.BatchNorm2d(c_out),
             nn.ReLU(),
         ]
-    layers.append(nn.ConvTranspose2d(rev[-1], 1, 4, stride=2, padding=1))
+    layers.append(nn.ConvTranspose2d(rev[-1], 1, 4, stride=2, padding=1, bias=False))
     return nn.Sequential(*layers)
 
 

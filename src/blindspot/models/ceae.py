@@ -1,4 +1,11 @@
-"""Context-encoding autoencoder on the benchmark backbone, ``ceae``."""
+"""Context-encoding autoencoder on the benchmark backbone, ``ceae``.
+
+Architecture: exactly ``bench-ae`` (:mod:`blindspot.models.bench_ae`; 64 px, d = 16: 2,351,184
+parameters, as in the benchmark), trained to inpaint: one ``erase`` x ``erase`` square (10 px in
+the benchmark) of each training input is filled with the minimum of the model's
+``input_range`` (-1 under the ``ae4ad`` preset, as in the benchmark; 0 for [0, 1]) and the loss
+compares the reconstruction with the whole clean image.
+"""
 
 from __future__ import annotations
 
@@ -18,9 +25,17 @@ class CEAE(BenchAE):
     """Context-encoding AE (``ceae``): the ``bench-ae`` architecture trained to inpaint.
 
     In ``training_loss`` one square of ``erase`` x ``erase`` pixels per image (the given pixel
-    count, not rescaled with ``size``) is set to 0 in the input, at a position drawn uniformly
-    from torch's RNG (vectorised over the batch); the loss compares the reconstruction with the
-    clean image. ``forward`` and ``anomaly_map`` never erase. Default loss "mse".
+    count, not rescaled with ``size``) is set to ``input_range[0]``, the minimum of the model's
+    input range, at a position drawn uniformly from torch's RNG (vectorised over the batch); the
+    loss compares the reconstruction with the clean image. ``forward`` and ``anomaly_map`` never
+    erase. Default loss "mse".
+
+    Args:
+        size: input height = width, a power of two >= 32 (64 in the benchmark).
+        d: latent size.
+        hidden: width of the hidden layer of the dense bottleneck.
+        erase: side of the erased square in pixels.
+        loss: "l1" or "mse".
     """
 
     name = "ceae"
@@ -55,8 +70,9 @@ class CEAE(BenchAE):
         return (rows[:, :, None] & cols[:, None, :])[:, None]
 
     def training_loss(self, x: Tensor) -> tuple[Tensor, dict[str, float]]:
-        """Reconstruction loss of the clean image from the input with one square erased."""
+        """Reconstruction loss of the clean image from the input with one square erased (filled
+        with ``input_range[0]``)."""
         self.check_input(x)
-        corrupted = x.masked_fill(self.erase_mask(x), 0.0)
+        corrupted = x.masked_fill(self.erase_mask(x), self.input_range[0])
         recon = self.reconstruction_loss(self(corrupted), x)
         return recon, {"total": float(recon.detach()), "recon": float(recon.detach())}

@@ -12,8 +12,13 @@ convolutional encoder and decoder, written from the protocol's description:
   output_padding 1, ``bias=False`` -> BatchNorm2d -> LeakyReLU. The first ``n - 1`` blocks mirror
   the encoder's channel changes (block widths in reverse: 128 -> 128 -> 128 -> 64 -> 32 at 256 px)
   and the last one is the extra upsampling block at width ``width`` (32 -> 32), so the decoder
-  doubles the resolution exactly ``n`` times, 8x8 -> size x size. A final Conv2d 1x1 (with bias)
-  maps ``width`` channels to one, with no output activation (range-agnostic).
+  doubles the resolution exactly ``n`` times, 8x8 -> size x size. A final Conv2d 1x1 with
+  ``bias=False`` (as in the original code) maps ``width`` channels to one, with no output
+  activation (range-agnostic).
+
+No layer has a bias except batch norm's shift, as in the original code; the parameter counts at
+256 px equal the original's (``ae`` d = 32 / 64 / 128: 1,309,696 / 1,833,984 / 2,882,560;
+``spatial-ae`` c = 1 / 2: 785,664 / 785,920).
 """
 
 from __future__ import annotations
@@ -66,7 +71,7 @@ class _PitfallsAE(ReconstructionModel):
         outs = [*rev[1:], width]
         self.decoder = nn.Sequential(
             *[_up(a, b) for a, b in zip(rev, outs)],
-            nn.Conv2d(width, 1, 1),
+            nn.Conv2d(width, 1, 1, bias=False),
         )
 
     def features(self, x: Tensor) -> Tensor:

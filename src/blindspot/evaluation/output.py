@@ -1,0 +1,151 @@
+"""``blindspot evaluate``: build the cases from a source, evaluate them, write the result folder."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from blindspot.evaluation.options import EvaluationOptions
+from blindspot.evaluation.protocol import Evaluation, evaluate
+from blindspot.evaluation.sources import MapsFolder, OnData
+from blindspot.metrics.tables import count_table, pr_curve, roc_curve
+from blindspot.report import markdown_table, plot_eval_curves, plot_overlay, save_figure
+from blindspot.results import check_output, csv_text, input_hashes, provenance, result_folder, save_npz, write_json, write_text
+
+__all__ = ["image_curves", "run_evaluation", "summary_markdown", "write_evaluation"]
+
+
+def image_curves(evaluation: Evaluation) -> dict | None:
+    """PR and ROC points of the image scores (None when one class is missing)."""
+    labels = np.array([r["anomalous"] for r in evaluation.per_case], bool)
+    if labels.all() or not labels.any():
+        return None
+    table = count_table(labels, np.array([r["image_score"] for r in evaluation.per_case]))
+    recall, precision, _ = pr_curve(table)
+    fpr, tpr = roc_curve(table)
+    return {"recall": recall, "precision": precision, "fpr": fpr, "tpr": tpr, "prevalence": labels.mean()}
+
+
+def _fmt(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def _with_interval(section: dict, name: str, point=None) -> str:
+    """A metric and, when there is one, its bootstrap interval: ``0.8123 [0.7712, 0.8501]``."""
+    value = section.get(name) if point is None else point
+    interval = section.get("intervals", {}).get(name)
+    if interval is None or _fmt(value) == "n/a":
+        return _fmt(value)
+    return f"{_fmt(value)} [{_fmt(interval[0])}, {_fmt(interval[1])}]"
+
+
+def _bootstrap_sentence(bootstrap: dict) -> str:
+    tables = f"; pooled pixel metrics of each resample from the drawn cases' {bootstrap['pixel_tables']} count tables" \
+        if bootstrap.get("pixel_tables") else ""
+    undefined = bootstrap.get("undefined_resamples") or {}
+    left_out = (" Resamples where a metric is undefined (e.g. one class only) are left out: "
+                + ", ".join(f"{k} {v}" for k, v in undefined.items()) + ".") if undefined else ""
+    return (f"In brackets: {100 * bootstrap['confidence']:g} % percentile bootstrap intervals over the "
+            f"{bootstrap['n_resampled']} test {bootstrap['resampled']} ({bootstrap['n_resamples']} resamples with replacement, "
+            f"seed {bootstrap['seed']}{tables}; the threshold is held fixed for the metrics at the threshold).{left_out}")
+
+
+def summary_markdown(evaluation: Evaluation, config: dict) -> str:
+    """The human-readable summary: protocol, metrics, threshold, notes."""
+    m = evaluation.metrics
+    lines = [f"# Evaluation of {config['source'].get('description', 'anomaly maps')}", ""]
+    lines += [f"{m['n_cases']} cases; preset `{config.get('preset') or 'none'}`; blindspot {config['versions']['blindspot']}.", ""]
+    if "test_set" in config["source"]:
+        test_set = config["source"]["test_set"]
+        lines += [f"The data have no labels: the test set is the synthetic one (each image, then a copy with one "
+                  f"{'/'.join(test_set['kinds'])} anomaly of radius {test_set['radius_range'][0]:.3g}–"
+                  f"{test_set['radius_range'][1]:.3g} px, seed {test_set['seed']}).", ""]
+    lines += ["## Protocol", "", markdown_table(["option", "value"], [[k, f"`{v}`"] for k, v in asdict(evaluation.options).items()]), ""]
+    image = m["image"]
+    lines += ["## Image level", "", markdown_table(
+        ["score", "normal", "anomalous", "AUROC", "AP"],
+        [[image["score"], image["n_normal"], image["n_anomalous"], _with_interval(image, "auroc"), _with_interval(image, "ap")]]), ""]
+    if "pixel" in m:
+        pixel, threshold, at = m["pixel"], m["threshold"], m["at_threshold"]
+        unit = ("pooled pixels" if pixel["pooling"] == "pooled"
+                else f"mean over {pixel['n_units_with_positive']} {pixel['pooling']} units with anomalous pixels")
+        rule = "the benchmark's 200-threshold rule" if pixel.get("best_dice_rule") == "benchmark" else "exact"
+        rows = [["AP", _with_interval(pixel, "ap")], ["AUROC", _with_interval(pixel, "auroc")],
+                [f"best Dice ({rule}; on the test labels: an upper bound)", _with_interval(pixel, "best_dice")]]
+        if "best_dice_exact" in pixel:
+            rows.append(["best Dice (exact maximum)", _with_interval(pixel, "best_dice_exact")])
+        if "bounds" in pixel:
+            rows += [[f"exact {k} lies in", f"[{_fmt(lo)}, {_fmt(hi)}]"] for k, (lo, hi) in pixel["bounds"].items()]
+        lines += [f"## Pixel level ({unit}; {pixel['accumulator']} counts)", "", markdown_table(["metric", "value"], rows), ""]
+        lines += ["## At the threshold", "",
+                  f"Threshold `{_fmt(threshold['value'])}` chosen by `{threshold['method']}` ({threshold['source']})"
+                  + (f", components < {at['min_component_size']} pixels removed" if at["min_component_size"] > 1 else "") + ".", "",
+                  markdown_table(["Dice", "precision", "recall"], [[_with_interval(at, k) for k in ("dice", "precision", "recall")]]), ""]
+    if "bootstrap" in m:
+        lines += [_bootstrap_sentence(m["bootstrap"]) + (
+            " The benchmark rule's best Dice has no interval (its threshold grid depends on the rank of every pixel, which "
+            "the resampled tables do not keep); the exact best Dice has one." if "best_dice_exact" in m.get("pixel", {}) else ""), ""]
+    if evaluation.notes:
+        lines += ["## Notes", ""] + [f"- {note}" for note in evaluation.notes] + [""]
+    lines += ["Per-case values: `per_case.csv`" + ("; what the bootstrap resamples (for `blindspot compare`): `bootstrap.npz`"
+              if evaluation.cases is not None else "") + "; all numbers and the protocol: `metrics.json`; config: `config.json`.", ""]
+    return "\n".join(lines)
+
+
+def write_evaluation(folder: Path, evaluation: Evaluation, config: dict) -> None:
+    """Write every result file of an evaluation into ``folder`` (see ``docs/evaluation.md``)."""
+    folder = Path(folder)
+    record = {"protocol": asdict(evaluation.options), "preset": config.get("preset"), "metrics": evaluation.metrics,
+              "notes": evaluation.notes, "seed": evaluation.options.seed, "versions": config["versions"]}
+    write_json(folder / "metrics.json", record)
+    write_json(folder / "config.json", config)
+    write_text(folder / "per_case.csv", csv_text(evaluation.per_case))
+    if evaluation.per_unit:
+        write_text(folder / f"per_{evaluation.options.pooling}.csv", csv_text(evaluation.per_unit))
+    arrays = {f"pixel_{k}": v for k, v in evaluation.curves.items()}
+    arrays["image_scores"] = np.array([r["image_score"] for r in evaluation.per_case])
+    arrays["image_labels"] = np.array([r["anomalous"] for r in evaluation.per_case], bool)
+    save_npz(folder / "curves.npz", **arrays)
+    if evaluation.cases is not None:
+        evaluation.cases.save(folder / "bootstrap.npz")
+    write_text(folder / "summary.md", summary_markdown(evaluation, config))
+    images = image_curves(evaluation)
+    if evaluation.curves or images:
+        sets = [("pixels (pooled)", evaluation.curves, evaluation.metrics.get("pixel", {})),
+                ("images", images, evaluation.metrics["image"])]
+        save_figure(plot_eval_curves(sets, "pr"), folder / "pr_curve.png")
+        save_figure(plot_eval_curves(sets, "roc"), folder / "roc_curve.png")
+    if evaluation.overlays:
+        (folder / "overlays").mkdir(exist_ok=True)
+        threshold = evaluation.metrics["threshold"]["value"]
+        counters: dict[str, int] = {}
+        for item in evaluation.overlays:
+            counters[item["kind"]] = counters.get(item["kind"], 0) + 1
+            safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in item["name"])
+            save_figure(plot_overlay(item, threshold), folder / "overlays" / f"{item['kind']}_{counters[item['kind']]}_{safe}.png")
+
+
+def run_evaluation(out: str | Path, source: MapsFolder | OnData, options: EvaluationOptions, *, preset: str | None = None,
+                   n_overlays: int = 3, overwrite: bool = False) -> Path:
+    """``blindspot evaluate``: the cases of ``source`` under ``options``, written to the result folder ``out``."""
+    check_output(out, inputs=source.inputs(), overwrite=overwrite)
+    if isinstance(source, MapsFolder):
+        cases, validation, record = source.cases(options.seed)
+    else:
+        cases, validation, record = source.cases(options.seed, options.positive_residual)
+    evaluation = evaluate(cases, options, validation=validation, n_overlays=n_overlays)
+    if isinstance(source, MapsFolder) and options.positive_residual and evaluation.n_signed == 0:
+        evaluation.notes.append("the positive-residual option had no effect: no map has a negative value; it needs signed residuals x − x̂.")
+    files = record.pop("files")
+    config = {"command": "evaluate", "preset": preset, "protocol": asdict(options), "source": record, "seed": options.seed,
+              "cases": [r["name"] for r in evaluation.per_case], "input_hashes": input_hashes(files), "versions": provenance()}
+    with result_folder(out, overwrite=overwrite, inputs=source.inputs()) as folder:
+        write_evaluation(folder, evaluation, config)
+    return Path(out)

@@ -1,0 +1,287 @@
+"""Where evaluation cases come from: a folder of maps, or maps computed on a data set.
+
+* :func:`maps_cases`: anomaly maps from any method, paired by file name with labels, masks, images.
+* :func:`data_cases`: a data set (:class:`~blindspot.data.DataConfig`) and a map maker — a trained
+  model (:func:`model_maps`) or a training-free baseline (:func:`baseline_maps`). A source without
+  labels (the embedded template, healthy NIfTI volumes) is tested on the one synthetic test set
+  (:func:`blindspot.anomalies.synthetic_test_set`), like the latent sweep.
+
+A model is evaluated on images prepared exactly like its training images: its checkpoint's
+preparation is the default, and an explicit, different preparation is an error naming both values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from blindspot.anomalies import synthetic_test_set
+from blindspot.baselines import BASELINES, ZScore
+from blindspot.data import DataConfig, ImageSet, iter_volumes, load, resolve, volumes_from_names
+from blindspot.data.io import index_by_stem, is_nifti, read_array
+from blindspot.errors import BlindspotError
+from blindspot.evaluation.protocol import Case, CaseStream
+from blindspot.results import file_sha256
+
+__all__ = ["MapMaker", "MapsFolder", "OnData", "baseline_maps", "image_cases", "maps_cases", "model_maps", "test_images",
+           "volume_cases"]
+
+
+@dataclass(frozen=True)
+class MapMaker:
+    """Anomaly maps ``(N, H, W)`` of images ``(N, H, W)``, and what they are (recorded in ``config.json``)."""
+
+    make: Callable[[np.ndarray], np.ndarray]
+    record: dict
+    preparation: dict | None = None  # the preparation the images need (a model's; None: any)
+
+
+# --------------------------------------------------------------------------------------------
+# maps from a folder
+
+
+def _as_case_array(array: np.ndarray, path: Path, axis: int | None) -> np.ndarray:
+    """Volumes get their slice axis first (default: 2 for NIfTI, 0 for .npy)."""
+    if array.ndim == 2:
+        return array
+    if axis is None:
+        axis = 2 if is_nifti(path) else 0
+    return np.moveaxis(array, axis, 0)
+
+
+def maps_cases(maps: str | Path, labels: str | Path | None, *, masks: str | Path | None = None,
+               images: str | Path | None = None, axis: int | None = None, volume_regex: str | None = None,
+               stream: bool = False) -> list[Case] | CaseStream:
+    """Cases from a folder of maps (NIfTI, ``.npy`` or images), paired by file name with labels, masks, images.
+
+    Every map needs a label file with the same name without extension (binarised > 0) and every
+    label a map (``labels=None``: healthy maps, e.g. for a false-positive-rate threshold); masks and
+    images are optional but, when given, needed for every map. Volumes get their slice axis first
+    (``axis``: default 2 for NIfTI, 0 for ``.npy``). Pairing is checked before any array is read;
+    with ``stream=True`` arrays are read one case at a time.
+    """
+    map_files = index_by_stem(maps, "maps")
+    label_files = index_by_stem(labels, "labels") if labels is not None else None
+    others = {"mask": index_by_stem(masks, "masks") if masks is not None else None,
+              "image": index_by_stem(images, "images") if images is not None else None}
+    if label_files is not None:
+        for key in map_files:
+            if key not in label_files:
+                raise BlindspotError(f"map '{map_files[key]}' has no label file named '{key}.*' in '{labels}'.")
+        for key in label_files:
+            if key not in map_files:
+                raise BlindspotError(f"label '{label_files[key]}' has no map file named '{key}.*' in '{maps}'.")
+    for what, index in others.items():
+        if index is not None:
+            missing = [k for k in map_files if k not in index]
+            if missing:
+                raise BlindspotError(f"map '{map_files[missing[0]]}' has no {what} file named '{missing[0]}.*'.")
+    keys = list(map_files)
+    volumes = volumes_from_names(keys, volume_regex) if volume_regex else keys
+
+    def read(key: str, volume: str) -> Case:
+        path = map_files[key]
+        scores = read_array(path)
+        arrays = {"map": _as_case_array(scores, path, axis)}
+        for what, index in (("label", label_files), ("brain", others["mask"]), ("image", others["image"])):
+            if index is None:
+                continue
+            other = read_array(index[key])
+            if other.shape != scores.shape:
+                raise BlindspotError(f"{'mask' if what == 'brain' else what} '{index[key]}' has shape {other.shape} "
+                                     f"but map '{path}' has {scores.shape}.")
+            arrays[what] = _as_case_array(other > 0 if what in ("label", "brain") else other, index[key], axis)
+        return Case(name=path.name, volume=volume, anomalous=None if label_files is not None else False, **arrays)
+
+    if stream:
+        return CaseStream(lambda: (read(k, v) for k, v in zip(keys, volumes)), has_labels=label_files is not None,
+                          description=f"maps folder '{maps}'", count=len(keys))
+    return [read(k, v) for k, v in zip(keys, volumes)]
+
+
+def maps_files(*folders: str | Path | None) -> list[str]:
+    """Every file a maps evaluation reads (for the record and the overlap check)."""
+    return [str(p) for folder in folders if folder is not None for p in index_by_stem(folder, "input").values()]
+
+
+# --------------------------------------------------------------------------------------------
+# maps computed on a data set
+
+
+def model_maps(model, *, positive: bool = False, batch_size: int = 64, device=None, description: str = "the model") -> MapMaker:
+    """Maps of a reconstruction model: its loss's residual in [0, 1] units (:func:`blindspot.models.inference.anomaly_maps`)."""
+    from blindspot.models.inference import anomaly_maps, residual_kind
+
+    record = {"model": getattr(model, "config", None), "residual": residual_kind(model), "positive": positive,
+              "input_range": list(getattr(model, "input_range", (0.0, 1.0))), "description": description}
+    return MapMaker(lambda images: anomaly_maps(model, images, positive=positive, batch_size=batch_size, device=device,
+                                                desc="model maps"),
+                    record, getattr(model, "preparation", None))
+
+
+def _signed_to_map(signed: np.ndarray, positive: bool) -> np.ndarray:
+    """|s|, or max(s, 0) with the positive-residual option."""
+    return np.maximum(signed, 0) if positive else np.abs(signed)
+
+
+def baseline_maps(name: str, *, positive: bool = False, train: ImageSet | None = None) -> MapMaker:
+    """Maps of a training-free baseline (:mod:`blindspot.baselines`); ``zscore`` needs healthy ``train`` images."""
+    if name not in BASELINES:
+        raise BlindspotError(f"`baseline` must be one of {', '.join(BASELINES)}; got '{name}'.")
+    if name == "image":
+        return MapMaker(lambda images: _signed_to_map(np.asarray(images, np.float32), positive), {"baseline": "image"})
+    if train is None:
+        raise BlindspotError("the zscore baseline needs healthy training images; give `train_data`.")
+    zscore = ZScore.fit(train.images)
+    record = {"baseline": "zscore", "train_data": train.source, "n_train_images": zscore.n_images, "min_std": zscore.min_std}
+    return MapMaker(lambda images: _signed_to_map(zscore.maps(images), positive), record)
+
+
+def shared_inputs(a: ImageSet, b: ImageSet) -> list[str]:
+    """Files (or, for the embedded template, slices) that two image sets share."""
+    if a.source.get("files") or b.source.get("files"):
+        return sorted(set(a.source.get("files", [])) & set(b.source.get("files", [])))
+    return sorted(set(a.names) & set(b.names))
+
+
+def refuse_overlap(a: ImageSet, b: ImageSet, what: str) -> None:
+    shared = shared_inputs(a, b)
+    if shared:
+        raise BlindspotError(f"the {what} share '{shared[0]}' ({len(shared)} in all); they must be separate images.")
+
+
+def test_images(config: DataConfig, *, seed: int = 0) -> ImageSet:
+    """The labelled test images of a data set: its own labels, or the synthetic test set when it has none."""
+    imageset = load(config, default_split="test")
+    if imageset.labels is None and imageset.anomalous is None:
+        imageset = synthetic_test_set(imageset, seed=seed)
+    return imageset
+
+
+def image_cases(data: ImageSet, maker: MapMaker) -> list[Case]:
+    """One case per image of ``data``, with the maker's maps (images without any label count as normal)."""
+    maps = maker.make(data.images)
+    labels, brain, flags = data.labels, data.brain, data.anomalous
+    if flags is None and labels is None:  # unlabelled images are healthy (e.g. validation images for an FPR threshold)
+        flags = np.zeros(len(data), bool)
+    return [Case(name, maps[k], None if labels is None else labels[k], None if brain is None else brain[k],
+                 data.images[k], data.volumes[k], None if flags is None else bool(flags[k]))
+            for k, name in enumerate(data.names)]
+
+
+def volume_cases(config: DataConfig, maker: MapMaker) -> CaseStream:
+    """BraTS subjects as 3-D cases, read and mapped one at a time."""
+    iter_volumes(config)  # checks the layout and the subject list now
+
+    def generate() -> Iterator[Case]:
+        for volume in iter_volumes(config):
+            yield Case(volume.name, maker.make(volume.image), volume.labels, volume.brain, volume.image, volume.name)
+
+    return CaseStream(generate, has_labels=True, description=f"subjects of '{config.data}'")
+
+
+# --------------------------------------------------------------------------------------------
+# the two kinds of source of ``blindspot evaluate``
+
+
+@dataclass(frozen=True)
+class MapsFolder:
+    """Maps from any method in a folder (``--maps``), with labels, masks and images paired by name,
+    and optional validation maps (``--val-maps``)."""
+
+    maps: str
+    labels: str | None
+    masks: str | None = None
+    images: str | None = None
+    val_maps: str | None = None
+    val_labels: str | None = None
+    val_masks: str | None = None
+    axis: int | None = None
+    volume_regex: str | None = None
+    stream: bool = False
+
+    def inputs(self) -> list[str | None]:
+        return [self.maps, self.labels, self.masks, self.images, self.val_maps, self.val_labels, self.val_masks]
+
+    def cases(self, seed: int):
+        """``(cases, validation cases or None, record)``."""
+        if self.labels is None:
+            raise BlindspotError("`maps` needs `labels`: a folder with one label file per map (same name).")
+        if self.val_maps is None and (self.val_labels or self.val_masks):
+            raise BlindspotError("`val_labels` and `val_masks` need `val_maps`.")
+        common = dict(axis=self.axis, volume_regex=self.volume_regex, stream=self.stream)
+        cases = maps_cases(self.maps, self.labels, masks=self.masks, images=self.images, **common)
+        files = maps_files(self.maps, self.labels, self.masks, self.images)
+        record = {"kind": "maps", "maps": self.maps, "labels": self.labels, "masks": self.masks, "images": self.images,
+                  "description": f"maps in `{self.maps}`", "files": files}
+        validation = None
+        if self.val_maps is not None:
+            val_files = maps_files(self.val_maps)
+            same = set(map(file_sha256, val_files)) & set(map(file_sha256, maps_files(self.maps)))
+            if same:
+                raise BlindspotError(f"`val_maps` '{self.val_maps}' holds maps identical to test maps in '{self.maps}'; "
+                                     "a validation split must be separate images.")
+            validation = maps_cases(self.val_maps, self.val_labels, masks=self.val_masks, **common)
+            record["validation"] = {"maps": self.val_maps, "labels": self.val_labels, "masks": self.val_masks}
+            record["files"] = files + val_files + maps_files(self.val_labels, self.val_masks)
+        return cases, validation, record
+
+
+@dataclass(frozen=True)
+class OnData:
+    """Maps computed on a data set (``--data``) by a trained model (``--checkpoint``) or a baseline."""
+
+    data: DataConfig
+    checkpoint: str | None = None
+    baseline: str | None = None
+    val_data: DataConfig | None = None
+    train_data: DataConfig | None = None
+    volumes: bool = False
+    batch_size: int = 64
+    device: str | None = None
+
+    def inputs(self) -> list[str | None]:
+        return [self.checkpoint, *(c.data for c in (self.data, self.val_data, self.train_data) if c is not None)]
+
+    def cases(self, seed: int, positive: bool):
+        """``(cases, validation cases or None, record)``."""
+        if (self.checkpoint is None) == (self.baseline is None):
+            raise BlindspotError("give exactly one of `checkpoint` and `baseline` to compute maps on `data`.")
+        data, val_data = self.data, self.val_data
+        if self.checkpoint is not None:
+            from blindspot.models.checkpoint import load_model
+
+            model = load_model(self.checkpoint, device=self.device)
+            maker = model_maps(model, positive=positive, batch_size=self.batch_size, device=self.device,
+                               description=f"checkpoint `{self.checkpoint}`")
+            data = data.prepared_like(maker.preparation, what=f"'{self.checkpoint}'")
+            val_data = val_data and val_data.prepared_like(maker.preparation, what=f"'{self.checkpoint}'")
+        test = None if self.volumes else test_images(data, seed=seed)
+        if self.baseline is not None:
+            train = None
+            if self.baseline == "zscore":
+                train = load(self.train_data or replace(data, split=None), default_split="train").normal()
+                if test is not None:
+                    refuse_overlap(train, test, "zscore training images and the test images")
+            maker = baseline_maps(self.baseline, positive=positive, train=train)
+        cases = volume_cases(data, maker) if self.volumes else image_cases(test, maker)
+        resolved = test.source["config"] if test is not None else resolve(data, default_split="test").record()
+        record = {"kind": "checkpoint" if self.checkpoint else "baseline", **maker.record, "data": resolved,
+                  "description": f"{maker.record.get('description', f'the {self.baseline} baseline')} on `{data.data}`",
+                  "files": [] if test is None else list(test.source.get("files", []))}
+        if self.checkpoint:
+            record["files"] = [self.checkpoint, *record["files"]]
+        if test is not None and "test_set" in test.source:
+            record["test_set"] = test.source["test_set"]
+        validation = None
+        if val_data is not None:
+            val_set = load(val_data, default_split="test")
+            if test is not None:
+                refuse_overlap(val_set, test, "validation images and the test images")
+            validation = image_cases(val_set, maker)
+            record["validation"] = val_set.source
+            record["files"] += list(val_set.source.get("files", []))
+        return cases, validation, record
