@@ -9,9 +9,10 @@ whose scores are shifted up. Methods, each on the same pooled pixels:
 * ``evaluate(benchmark preset)``: the whole protocol (per-case metrics, pooled metrics, oracle
   threshold pass) on the in-memory cases, overlays off;
 * ``ExactAccumulator`` / ``BinnedAccumulator``: streaming one volume at a time, then merged;
-* merging the per-volume count tables: ``merge_tables`` (a stable argsort, i.e. a timsort that
-  merges the N sorted runs, O(rows · log N)) against the single packed-key quicksort of every row
-  that it replaced (reimplemented here as the baseline), with their peak memory (tracemalloc);
+* merging the per-volume count tables: ``merge_tables`` (a timsort that merges the N sorted runs,
+  O(rows · log N), sorting the one-pixel rows' values without an index; ``benchmarks/cluster.md``
+  compares it with the argsort of every row it replaced) against a single packed-key quicksort of
+  every row (reimplemented here as the baseline), with their peak memory (tracemalloc);
 * the functional ``blindspot.metrics.average_precision`` + ``best_dice`` (a count table each);
 * ``sklearn.metrics.average_precision_score`` + ``roc_auc_score``;
 * a 200-threshold loop (rank-spaced thresholds, as the MedIAnomaly benchmark scans for best Dice):

@@ -15,6 +15,9 @@ from tqdm.auto import tqdm
 
 #: Log lines start once a loop has run this long.
 QUIET_SECONDS = 5.0
+#: Set in Dask worker processes (:mod:`blindspot.execution`): the client reports the tasks, so a task's own
+#: loops stay silent instead of drawing bars over the client's.
+SILENT = False
 
 
 class _LogLines:
@@ -46,11 +49,23 @@ class _LogLines:
         self.close()
 
 
+class _Silent(_LogLines):
+    """Counts and says nothing (inside a Dask task)."""
+
+    def __init__(self) -> None:
+        super().__init__(0, "", "", 0, 1)
+
+    def update(self, k: int = 1) -> None:
+        self.n += k
+
+
 def progress(total: int, desc: str, *, unit: str = "it", initial: int = 0, every: int | None = None):
     """A progress counter of ``total`` steps (use as a context manager or call ``close``).
 
     ``every``: how many steps per log line when stderr is not a terminal (default: about 20 lines).
     """
+    if SILENT:
+        return _Silent()
     if sys.stderr.isatty():
         return tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True, leave=False)
     return _LogLines(total, desc, unit, initial, every or max(1, total // 20))

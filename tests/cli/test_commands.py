@@ -61,7 +61,10 @@ SHARED = {"threads": "--threads", "device": "--device", "batch_size": "--batch-s
           "slices": "--slices", "size": "--size", "seed": "--seed", "data": "--data", "layout": "--layout", "axis": "--axis",
           "modality": "--modality", "normalize": "--normalize", "geometry": "--geometry", "equalize": "--equalize",
           "volume_regex": "--volume-regex", "out": "--out", "overwrite": "--overwrite", "checkpoint": "--checkpoint",
-          "centers": "--centers", "radius": "--radius", "n_sigmas": "--n-sigmas", "sigma_max": "--sigma-max"}
+          "centers": "--centers", "radius": "--radius", "n_sigmas": "--n-sigmas", "sigma_max": "--sigma-max",
+          "scheduler": "--scheduler", "workers": "--workers"}
+#: The long commands, which run in this process, on a local Dask cluster (--workers) or on a Dask scheduler (--scheduler).
+LONG = {("sweep", "latent"), ("pitfalls", "intensity"), ("pitfalls", "texture"), ("pitfalls", "model"), ("audit",), ("evaluate",)}
 
 
 def test_flags_are_named_the_same_everywhere():
@@ -69,7 +72,7 @@ def test_flags_are_named_the_same_everywhere():
     for path, command in commands():
         for option in (p for p in command.params if isinstance(p, click.Option)):
             opts = set(option.opts) | set(option.secondary_opts)
-            assert not opts & {"--workers", "--jobs", "--n-threads", "--resize", "--crop", "--no-foreground", "--cpu",
+            assert not opts & {"--jobs", "--n-threads", "--resize", "--crop", "--no-foreground", "--cpu",
                                "--gpu", "--batch", "--slice-index", "--out-dir", "--output"}, (path, opts)
             if option.name in SHARED:
                 assert option.opts == [SHARED[option.name]], (path, option.opts)
@@ -87,6 +90,11 @@ def test_flags_are_named_the_same_everywhere():
                 reference = next(p for p in dict(commands())[("evaluate",)].params if p.name == name)
                 assert params[name].help == reference.help and params[name].default == reference.default, (path, name)
     assert {p.name for p in dict(commands())[("pitfalls", "model")].params} >= {"threads", "device", "batch_size"}
+    clustered = {path for path, command in commands() if {"scheduler", "workers"} <= {p.name for p in command.params}}
+    assert clustered == LONG
+    for name in ("scheduler", "workers"):  # one group: the same help and type everywhere
+        assert len({(p.help, type(p.type).__name__) for path, command in commands() for p in command.params
+                    if p.name == name}) == 1
 
 
 def test_library_names_become_flags():
@@ -182,7 +190,8 @@ def test_texture_command_matches_to_experiment_1(nifti_folder, tmp_path, capsys)
         (["--n-sigmas", "0"], "Invalid value for '--n-sigmas'"),
         (["--colour", "red"], "No such option '--colour'"),
         (["--split", "val"], "Invalid value for '--split'"),
-        (["--workers", "2"], "No such option '--workers'"),
+        (["--workers", "0"], "Invalid value for '--workers'"),
+        (["--workers", "2", "--scheduler", "tcp://127.0.0.1:8786"], "give either --scheduler"),
         (["--resize", "64"], "No such option '--resize'"),
     ],
 )

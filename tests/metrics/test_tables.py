@@ -110,6 +110,19 @@ def test_merge_tables_equals_the_table_of_the_concatenated_pixels(seed, dtypes):
     assert_same_table(merge_tables(tables[::-1]), one_shot)
 
 
+@FAST
+@given(st.integers(0, 2**31), st.integers(2, 12), st.sampled_from([2, 6, 10**6]))
+def test_merge_tables_of_single_pixel_rows_ties_and_pairs(seed, n_tables, distinct):
+    """The merge's paths: rows of one pixel (sorted directly), rows of tied pixels (argsorted), two tables (linear)."""
+    rng = np.random.default_rng(seed)
+    chunks = [(rng.random(n) < 0.2, rng.integers(0, distinct, n).astype(np.float32) / distinct)
+              for n in rng.integers(1, 60, n_tables)]
+    one_shot = count_table(np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks]))
+    tables = [count_table(*c) for c in chunks]
+    assert_same_table(merge_tables(tables), one_shot)
+    assert_same_table(merge_tables([merge_tables(tables[: n_tables // 2]), merge_tables(tables[n_tables // 2 :])]), one_shot)
+
+
 def test_merge_tables_collapses_values_that_meet_in_the_common_dtype():
     # 2**53 and 2**53 + 1 are distinct int64 scores but the same float64, as in np.concatenate
     big = np.array([2**53, 2**53 + 1, 5], np.int64)

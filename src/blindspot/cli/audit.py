@@ -7,12 +7,14 @@ import click
 from blindspot.cli.options import (
     DATA_FLAGS,
     INFERENCE_BATCH,
+    cluster_options,
     data_config,
     data_options,
     execution_options,
     grid_options,
     output_options,
     pop_data,
+    pop_execution,
 )
 from blindspot.errors import BlindspotError
 
@@ -41,12 +43,14 @@ SCORE_NAMES = "l1,positive,negative,ssim,rarity,image,zscore"
 @grid_options
 @output_options
 @execution_options
+@cluster_options
 def audit(**params) -> None:
     """Audit a model: AP over anomaly intensity (normal and anomalous mode), textures, sizes and every scoring function."""
     from blindspot.experiments.audit_runs import run_audit
 
     data_given = {name: params[name] for name in DATA_FLAGS}
     data = pop_data(params)
+    params["execution"] = pop_execution(params)
     train_path = params.pop("train_data")
     train = None if train_path is None else data_config(**{**data_given, "data": train_path, "split": None})
     if params["model"] is None and params["reconstructions"] is None:

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import click
 
-from blindspot.cli.options import DATA_FLAGS, INFERENCE_BATCH, batch_option, data_config, data_options, device_option, group
+from blindspot.cli.options import (
+    DATA_FLAGS,
+    INFERENCE_BATCH,
+    batch_option,
+    cluster_options,
+    data_config,
+    data_options,
+    device_option,
+    group,
+    pop_execution,
+)
 from blindspot.errors import BlindspotError
 
 _sources = group(
@@ -134,11 +144,13 @@ def _source(params: dict):
               help="Best and worst cases drawn as overlays.")
 @batch_option
 @device_option
+@cluster_options
 def evaluate(**params) -> None:
     """Evaluate anomaly maps (a folder, a checkpoint or a baseline) under an explicit, exact protocol."""
     from blindspot.evaluation import run_evaluation
 
+    execution = pop_execution(params)
     options = _options(params)
     folder = run_evaluation(params["out"], _source(params), options, preset=params["preset"], n_overlays=params["n_overlays"],
-                            overwrite=params["overwrite"])
+                            overwrite=params["overwrite"], execution=execution)
     click.echo(f"wrote {folder}/ (summary: {folder / 'summary.md'})")

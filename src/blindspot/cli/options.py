@@ -4,7 +4,8 @@
 * :func:`grid_options` — the pitfall grid (radius, intensities, σ, seed, centres);
 * :func:`bootstrap_options` — resamples and level of the intervals over images;
 * :func:`output_options` — the result folder;
-* :func:`execution_options` — threads, device, images per model call.
+* :func:`execution_options` — threads, device, images per model call;
+* :func:`cluster_options` — where the work runs: this process, a local Dask cluster, or a Dask scheduler.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import click
 from blindspot.data import GEOMETRIES, LAYOUTS, SPLITS, DataConfig, Preparation
 from blindspot.data.nifti import parse_slices
 from blindspot.errors import BlindspotError
+from blindspot.execution import Execution
 
 
 def group(*decorators):
@@ -107,3 +109,21 @@ device_option = click.option("--device", default=None, metavar="cpu|cuda|cuda:N|
 batch_option = click.option("--batch-size", type=click.IntRange(min=1), default=None,
                             help="Images per model call [default: the preset's when training; 64 for inference].")
 execution_options = group(threads_option, device_option, batch_option)
+
+cluster_options = group(
+    click.option("--scheduler", default=None, metavar="ADDRESS",
+                 help="Run the work as tasks on the Dask scheduler at ADDRESS (e.g. tcp://host:8786, started with "
+                      "'dask scheduler'); every worker must read the same data paths and write to --out "
+                      "(docs/cluster.md)."),
+    click.option("--workers", type=click.IntRange(min=1), default=None, metavar="N",
+                 help="Run the work on a local Dask cluster of N worker processes on this machine (not --threads, which "
+                      "are this process's CPU threads) [default: in this process]."),
+)
+
+
+def pop_execution(params: dict) -> Execution | None:
+    """Take --scheduler and --workers out of a command's parameters: their :class:`Execution`, or None (in-process)."""
+    scheduler, workers = params.pop("scheduler"), params.pop("workers")
+    if scheduler is None and workers is None:
+        return None
+    return Execution(scheduler=scheduler, workers=workers)

@@ -7,11 +7,13 @@ import click
 from blindspot.cli.options import (
     INFERENCE_BATCH,
     bootstrap_options,
+    cluster_options,
     data_options,
     execution_options,
     grid_options,
     output_options,
     pop_data,
+    pop_execution,
     threads_option,
 )
 
@@ -62,11 +64,13 @@ def _whole_volumes(params: dict, command) -> bool:
 @bootstrap_options
 @output_options
 @threads_option
+@cluster_options
 def intensity(**params) -> None:
     """Experiment 1: AP of a disk anomaly over the intensity × blur-σ grid (a ball in whole volumes with --volumes)."""
     from blindspot.experiments.runs import run_intensity
 
     data = pop_data(params)
+    params["execution"] = pop_execution(params)
     if _whole_volumes(params, "intensity"):
         from blindspot.experiments.volume_runs import run_volume_intensity as run_intensity
     folder = run_intensity(params.pop("out"), data, **params)
@@ -85,11 +89,13 @@ def intensity(**params) -> None:
                    "[default: compute the intensity grid in the same pass].")
 @output_options
 @threads_option
+@cluster_options
 def texture(**params) -> None:
     """Experiment 2: AP of pixel-shuffle, sink and source anomalies over the blur-σ grid, matched to intensities."""
     from blindspot.experiments.runs import run_texture
 
     data = pop_data(params)
+    params["execution"] = pop_execution(params)
     if _whole_volumes(params, "texture"):
         from blindspot.experiments.volume_runs import run_volume_texture as run_texture
     folder = run_texture(params.pop("out"), data, **params)
@@ -111,6 +117,7 @@ def texture(**params) -> None:
                    "[default: compute the blur grid on the same images and centres].")
 @output_options
 @execution_options
+@cluster_options
 def model(**params) -> None:
     """Experiment 3: AP over the intensity grid with a trained model's reconstruction, matched to a blur σ.
 
@@ -119,6 +126,7 @@ def model(**params) -> None:
     from blindspot.experiments.runs import run_model
 
     data = pop_data(params)
+    params["execution"] = pop_execution(params)
     if _whole_volumes(params, "model"):
         from blindspot.experiments.volume_runs import run_volume_model as run_model
     params["batch_size"] = params["batch_size"] or INFERENCE_BATCH

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from blindspot.cli.options import data_options, device_option, pop_data, threads_option
+from blindspot.cli.options import cluster_options, data_options, device_option, pop_data, pop_execution, threads_option
 from blindspot.cli.train import TRAINING_FLAGS, training_options
 
 
@@ -49,6 +49,7 @@ def sweep() -> None:
               help="Level of the intervals.")
 @device_option
 @threads_option
+@cluster_options
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Sweep folder (created, or resumed).")
 @click.option("--overwrite", is_flag=True, help="Delete --out first (a sweep folder blindspot wrote) instead of resuming it.")
 def latent(**params) -> None:
@@ -57,8 +58,10 @@ def latent(**params) -> None:
 
     overrides = {key: params.pop(key) for key in TRAINING_FLAGS}
     data = pop_data({**params, "size": None})
+    execution = pop_execution(params)
     folder = sweep_latent(params["out"], model=params["model"], dims=params["dims"].replace(",", " ").split(),
                           repeats=params["repeats"], preset=params["preset"], data=data, overrides=overrides,
                           device=params["device"], threads=params["threads"], seed=params["test_seed"],
-                          bootstrap=params["bootstrap"], confidence=params["confidence"], overwrite=params["overwrite"])
+                          bootstrap=params["bootstrap"], confidence=params["confidence"], overwrite=params["overwrite"],
+                          execution=execution)
     click.echo(f"wrote {folder}/ (summary: {folder / 'summary.md'})")

@@ -28,7 +28,7 @@ from blindspot.data.nifti import check_slices, split_files
 from blindspot.data.preprocess import finish, fit_geometry, normalize_percentile
 from blindspot.errors import BlindspotError
 
-__all__ = ["Volume", "brats_images", "iter_brats_volumes", "list_subjects"]
+__all__ = ["Volume", "brats_images", "brats_volume", "iter_brats_volumes", "list_subjects"]
 
 
 @dataclass(frozen=True)
@@ -89,12 +89,18 @@ def iter_brats_volumes(root: str | Path, *, split: str, modality: str, axis: int
     subjects = split_files(list_subjects(root, modality), split)
 
     def generate() -> Iterator[Volume]:
-        for name, image_path, seg_path in subjects:
-            image, labels, _ = _read_subject(image_path, seg_path, axis, preparation)
-            image, brain = finish(image, preparation)
-            yield Volume(name, image, labels, brain, (str(image_path), str(seg_path)))
+        for subject in subjects:
+            yield brats_volume(subject, axis=axis, preparation=preparation)
 
     return generate()
+
+
+def brats_volume(subject: tuple[str, Path, Path], *, axis: int, preparation: Preparation) -> Volume:
+    """One subject of :func:`list_subjects` as a whole prepared volume, with its tumour labels."""
+    name, image_path, seg_path = subject
+    image, labels, _ = _read_subject(image_path, seg_path, axis, preparation)
+    image, brain = finish(image, preparation)
+    return Volume(name, image, labels, brain, (str(image_path), str(seg_path)))
 
 
 def brats_images(root: str | Path, *, split: str, modality: str, axis: int, slices: Sequence[int] | None,

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from blindspot.evaluation.options import EvaluationOptions
+from blindspot.execution import Execution, execution_record, open_pool
 from blindspot.evaluation.protocol import Evaluation, evaluate
 from blindspot.evaluation.sources import MapsFolder, OnData
 from blindspot.metrics.tables import count_table, pr_curve, roc_curve
@@ -133,19 +134,26 @@ def write_evaluation(folder: Path, evaluation: Evaluation, config: dict) -> None
 
 
 def run_evaluation(out: str | Path, source: MapsFolder | OnData, options: EvaluationOptions, *, preset: str | None = None,
-                   n_overlays: int = 3, overwrite: bool = False) -> Path:
-    """``blindspot evaluate``: the cases of ``source`` under ``options``, written to the result folder ``out``."""
+                   n_overlays: int = 3, overwrite: bool = False, execution: Execution | None = None) -> Path:
+    """``blindspot evaluate``: the cases of ``source`` under ``options``, written to the result folder ``out``.
+
+    ``execution``: read and score the test cases on a Dask cluster (:mod:`blindspot.evaluation.distributed`);
+    every number is the same as in this process.
+    """
     check_output(out, inputs=source.inputs(), overwrite=overwrite)
-    if isinstance(source, MapsFolder):
-        cases, validation, record = source.cases(options.seed)
-    else:
-        cases, validation, record = source.cases(options.seed, options.positive_residual)
-    evaluation = evaluate(cases, options, validation=validation, n_overlays=n_overlays)
+    with open_pool(execution) as pool:
+        if isinstance(source, MapsFolder):
+            cases, validation, record = source.cases(options.seed, pool=pool)
+        else:
+            cases, validation, record = source.cases(options.seed, options.positive_residual, pool=pool)
+        evaluation = evaluate(cases, options, validation=validation, n_overlays=n_overlays)
+        executed = execution_record(pool)
     if isinstance(source, MapsFolder) and options.positive_residual and evaluation.n_signed == 0:
         evaluation.notes.append("the positive-residual option had no effect: no map has a negative value; it needs signed residuals x − x̂.")
     files = record.pop("files")
     config = {"command": "evaluate", "preset": preset, "protocol": asdict(options), "source": record, "seed": options.seed,
-              "cases": [r["name"] for r in evaluation.per_case], "input_hashes": input_hashes(files), "versions": provenance()}
+              "cases": [r["name"] for r in evaluation.per_case], "execution": executed, "input_hashes": input_hashes(files),
+              "versions": provenance()}
     with result_folder(out, overwrite=overwrite, inputs=source.inputs()) as folder:
         write_evaluation(folder, evaluation, config)
     return Path(out)

@@ -48,7 +48,8 @@ from blindspot.metrics.tables import (
 from blindspot.progress import progress
 from blindspot.scoring import erode_mask, image_scores, postprocess, remove_small_components
 
-__all__ = ["Case", "CaseStream", "Evaluation", "evaluate", "split_validation"]
+__all__ = ["Case", "CaseStream", "Evaluation", "Ranked", "evaluate", "rank_case", "split_validation", "threshold_cases",
+           "threshold_result"]
 
 
 @dataclass(frozen=True)
@@ -236,11 +237,33 @@ class _Run:
         return bool(labelled)
 
     # ---------------------------------------------------------------- threshold-free pass
+    def ranked(self, pixel_level: bool, keep_tables: bool) -> Iterator["Ranked"]:
+        """:func:`rank_case` of every case, in order (the pooled accumulators fed on the way)."""
+        opts = self.options
+        self._pooled_exact = ExactAccumulator() if not self.in_memory and opts.accumulator == "exact" else None
+        self._pooled_binned = BinnedAccumulator(opts.bits) if opts.accumulator == "binned" else None
+        for case, scores, mask in self.processed(f"{self.what} cases, metrics"):
+            ranked = rank_case(case, scores, mask, opts, pixel_level)
+            if pixel_level:
+                if self._pooled_exact is not None:
+                    self._pooled_exact.add_table(ranked.table)
+                if self._pooled_binned is not None:
+                    self._pooled_binned.update(case.label if case.label is not None else np.zeros(scores.shape, bool), scores)
+            yield ranked
+
+    def pooled_table(self) -> CountTable:
+        """The count table of every test pixel (after :meth:`ranked` has run)."""
+        if self._pooled_binned is not None:
+            return self._pooled_binned.table()
+        if self._pooled_exact is not None:
+            return self._pooled_exact.table()
+        # in memory: one table of all pixels (one sort) is faster than merging the case tables
+        labels = np.concatenate([(c.label if c.label is not None else np.zeros(s.shape, bool)).ravel() for c, s, _ in self.cache])
+        return count_table(labels, np.concatenate([s.ravel() for _, s, _ in self.cache]))
+
     def ranking_pass(self, pixel_level: bool, collector: TableCollector | None = None) -> dict:
         opts = self.options
         per_case, unit_rows, objective_tables = [], [], []
-        pooled_exact = ExactAccumulator() if not self.in_memory and opts.accumulator == "exact" else None
-        pooled_binned = BinnedAccumulator(opts.bits) if opts.accumulator == "binned" else None
         finished_units: set[str] = set()
         current_unit, current_tables = None, []
         binned_unit_tables: dict[str, list[CountTable]] = {}
@@ -253,78 +276,121 @@ class _Run:
             if table.n_positive and opts.accumulator == "exact":
                 objective_tables.append(table)
 
-        for case, scores, mask in self.processed(f"{self.what} cases, metrics"):
-            table = None
-            row = {"name": case.name, "volume": case.volume, "anomalous": case.anomalous,
-                   "image_score": float(image_scores(scores[None], opts.image_score, masks=None if mask is None else mask[None],
-                                                     top_percent=opts.top_percent)[0]),
-                   "n_pixels": int(scores.size)}
-            if pixel_level:
-                if case.label is None and case.anomalous:
-                    raise BlindspotError(f"anomalous case '{case.name}' has no pixel label; pixel metrics need a label for every anomalous case.")
-                label = case.label if case.label is not None else np.zeros(scores.shape, bool)
-                table = count_table(label, scores)
-                row.update(_table_row(table))
-                if pooled_exact is not None:
-                    pooled_exact.add_table(table)
-                if pooled_binned is not None:
-                    pooled_binned.update(label, scores)
-                for unit, index in _units(case, opts.pooling) if opts.pooling != "pooled" else []:
-                    unit_table = table if not index else count_table(label[index], scores[index])
-                    if unit != current_unit:
-                        close_unit()
-                        if unit in finished_units:
-                            raise BlindspotError(f"the cases of volume '{unit}' are not consecutive; a streamed source must "
-                                                 "give each volume's cases together.")
-                        finished_units.add(unit)
-                        current_unit, current_tables = unit, []
-                    current_tables.append(unit_table)
-                    if opts.accumulator == "binned":
-                        binned_unit_tables.setdefault(unit, []).append(binned_table(label[index], scores[index], opts.bits))
-            per_case.append(row)
+        for ranked in self.ranked(pixel_level, keep_tables=collector is not None):
+            for unit, unit_table in ranked.units:
+                if unit != current_unit:
+                    close_unit()
+                    if unit in finished_units:
+                        raise BlindspotError(f"the cases of volume '{unit}' are not consecutive; a streamed source must "
+                                             "give each volume's cases together.")
+                    finished_units.add(unit)
+                    current_unit, current_tables = unit, []
+                current_tables.append(unit_table)
+            for unit, binned in ranked.binned_units:
+                binned_unit_tables.setdefault(unit, []).append(binned)
+            per_case.append(ranked.row)
             if collector is not None:
-                collector.add(case, table, [unit for unit, _ in _units(case, opts.pooling)])
+                collector.add(ranked, ranked.table, ranked.unit_names)
         close_unit()
 
         result = {"per_case": per_case, "per_unit": unit_rows}
         if not pixel_level:
             return result
-        if pooled_binned is not None:
-            pooled_table = pooled_binned.table()
+        if opts.accumulator == "binned":
             objective_tables = [t for t in (merge_tables(ts) for ts in binned_unit_tables.values()) if t.n_positive]
-        elif pooled_exact is not None:
-            pooled_table = pooled_exact.table()
-        else:  # in memory: one table of all pixels (one sort) is faster than merging the case tables
-            labels = np.concatenate([(c.label if c.label is not None else np.zeros(s.shape, bool)).ravel() for c, s, _ in self.cache])
-            pooled_table = count_table(labels, np.concatenate([s.ravel() for _, s, _ in self.cache]))
-        result["pooled_table"] = pooled_table
+        result["pooled_table"] = self.pooled_table()
         result["objective_tables"] = objective_tables
         return result
 
     # ---------------------------------------------------------------- thresholded pass
     def threshold_pass(self, threshold: float) -> dict:
-        opts = self.options
-        counts_case, counts_unit = [], {}
-        best: list = []
-        worst: list = []
-        for order, (case, scores, _) in enumerate(self.processed(f"{self.what} cases, threshold")):
-            label = case.label if case.label is not None else np.zeros(scores.shape, bool)
-            prediction = remove_small_components(scores >= threshold, opts.min_component_size, dims=scores.ndim)
-            tp, fp, fn = _counts(prediction, label)
-            counts_case.append((tp, fp, fn))
-            for unit, index in _units(case, opts.pooling) if opts.pooling != "pooled" else []:
-                c = _counts(prediction[index], label[index]) if index else (tp, fp, fn)
-                total = counts_unit.setdefault(unit, [0, 0, 0])
-                for k in range(3):
-                    total[k] += c[k]
-            if self.n_overlays and label.any():
-                dice = rates(tp, fp, fn)["dice"]
-                payload = lambda: _overlay(case, scores, prediction, label, dice)  # noqa: E731
-                _keep(best, (dice, -order, case.name), payload, self.n_overlays)
-                _keep(worst, (-dice, -order, case.name), payload, self.n_overlays)
-        overlays = [dict(o, kind="best") for _, o in sorted(best, key=lambda x: x[0], reverse=True)]
-        overlays += [dict(o, kind="worst") for _, o in sorted(worst, key=lambda x: x[0], reverse=True)]
-        return {"case": counts_case, "unit": counts_unit, "overlays": overlays}
+        part = threshold_cases(((case, scores) for case, scores, _ in self.processed(f"{self.what} cases, threshold")),
+                               threshold, self.options, self.n_overlays)
+        return threshold_result(part)
+
+
+@dataclass
+class Ranked:
+    """What the threshold-free pass computes of one case (here, or in a task on a Dask worker).
+
+    ``row``: the case's row of ``per_case.csv``; ``table``: its count table (None without pixel
+    metrics, or when not kept); ``units``: the count table of each of its pooling units (per-volume
+    or per-image pooling); ``binned_units``: their binned tables (binned accumulator);
+    ``unit_names``: its pooling units.
+    """
+
+    name: str
+    volume: str
+    row: dict
+    table: CountTable | None
+    units: list
+    binned_units: list
+    unit_names: list
+
+
+def rank_case(case: Case, scores: np.ndarray, mask: np.ndarray | None, opts: EvaluationOptions, pixel_level: bool) -> Ranked:
+    """The per-case part of the threshold-free pass: image score, count table, per-unit tables."""
+    table, units, binned_units = None, [], []
+    row = {"name": case.name, "volume": case.volume, "anomalous": case.anomalous,
+           "image_score": float(image_scores(scores[None], opts.image_score, masks=None if mask is None else mask[None],
+                                             top_percent=opts.top_percent)[0]),
+           "n_pixels": int(scores.size)}
+    if pixel_level:
+        if case.label is None and case.anomalous:
+            raise BlindspotError(f"anomalous case '{case.name}' has no pixel label; pixel metrics need a label for every anomalous case.")
+        label = case.label if case.label is not None else np.zeros(scores.shape, bool)
+        table = count_table(label, scores)
+        row.update(_table_row(table))
+        for unit, index in _units(case, opts.pooling) if opts.pooling != "pooled" else []:
+            units.append((unit, table if not index else count_table(label[index], scores[index])))
+            if opts.accumulator == "binned":
+                binned_units.append((unit, binned_table(label[index], scores[index], opts.bits)))
+    return Ranked(case.name, case.volume, row, table, units, binned_units, [unit for unit, _ in _units(case, opts.pooling)])
+
+
+def threshold_cases(items: Iterable[tuple[Case, np.ndarray]], threshold: float, opts: EvaluationOptions, n_overlays: int,
+                    first: int = 0) -> dict:
+    """Counts at ``threshold`` of each (case, post-processed map), per case and per unit, and the overlay candidates.
+
+    ``first`` is the order of the first case among all cases (the overlays' tie-break). The best
+    and worst ``n_overlays`` candidates (heaps of ``(key, payload)``) of several parts merge
+    exactly (:func:`threshold_result`), since keys are unique.
+    """
+    counts_case, counts_unit = [], {}
+    best: list = []
+    worst: list = []
+    for order, (case, scores) in enumerate(items, start=first):
+        label = case.label if case.label is not None else np.zeros(scores.shape, bool)
+        prediction = remove_small_components(scores >= threshold, opts.min_component_size, dims=scores.ndim)
+        tp, fp, fn = _counts(prediction, label)
+        counts_case.append((tp, fp, fn))
+        for unit, index in _units(case, opts.pooling) if opts.pooling != "pooled" else []:
+            c = _counts(prediction[index], label[index]) if index else (tp, fp, fn)
+            total = counts_unit.setdefault(unit, [0, 0, 0])
+            for k in range(3):
+                total[k] += c[k]
+        if n_overlays and label.any():
+            dice = rates(tp, fp, fn)["dice"]
+            payload = lambda: _overlay(case, scores, prediction, label, dice)  # noqa: E731
+            _keep(best, (dice, -order, case.name), payload, n_overlays)
+            _keep(worst, (-dice, -order, case.name), payload, n_overlays)
+    return {"case": counts_case, "unit": counts_unit, "best": best, "worst": worst}
+
+
+def threshold_result(part: dict, more: Iterable[dict] = (), n_overlays: int = 0) -> dict:
+    """The thresholded pass's result from :func:`threshold_cases` parts (in case order): counts and overlays."""
+    for other in more:
+        part["case"] = part["case"] + other["case"]
+        for unit, counts in other["unit"].items():
+            total = part["unit"].setdefault(unit, [0, 0, 0])
+            for k in range(3):
+                total[k] += counts[k]
+        for heap, extra in ((part["best"], other["best"]), (part["worst"], other["worst"])):
+            for key, payload in extra:
+                _keep(heap, key, lambda payload=payload: payload, n_overlays)
+    overlays = [dict(o, kind="best") for _, o in sorted(part["best"], key=lambda x: x[0], reverse=True)]
+    overlays += [dict(o, kind="worst") for _, o in sorted(part["worst"], key=lambda x: x[0], reverse=True)]
+    return {"case": part["case"], "unit": part["unit"], "overlays": overlays}
 
 
 def _table_row(table: CountTable) -> dict:
@@ -414,9 +480,11 @@ def evaluate(
 
     Parameters
     ----------
-    cases : list of Case, or a CaseStream
+    cases : list of Case, a CaseStream, or CaseChunks
         The test cases. A list is processed once and kept in memory; a :class:`CaseStream` is
-        re-read for each pass (two passes, plus one over ``validation``).
+        re-read for each pass (two passes, plus one over ``validation``); the cases of a
+        :class:`~blindspot.evaluation.distributed.CaseChunks` are read and scored on a Dask cluster,
+        with the same numbers.
     options : EvaluationOptions
     validation : list of Case, CaseStream or None
         Validation cases for ``threshold="val-dice"`` (labelled) or ``"fpr"`` (its normal cases).
@@ -431,10 +499,13 @@ def evaluate(
     if options.val_fraction is not None and options.threshold != "oracle":
         if validation is not None:
             raise BlindspotError("give either validation cases or a `val_fraction`, not both.")
-        if not isinstance(cases, (list, tuple)):
+        if hasattr(cases, "split_validation"):  # cases on a cluster (blindspot.evaluation.distributed.CaseChunks)
+            cases, validation = cases.split_validation(options.val_fraction, options.seed)
+        elif not isinstance(cases, (list, tuple)):
             raise BlindspotError("`val_fraction` needs an in-memory case list; give separate validation maps for a streamed evaluation.")
-        cases, validation = split_validation(cases, options.val_fraction, options.seed)
-    run = _Run(cases, options, n_overlays)
+        else:
+            cases, validation = split_validation(cases, options.val_fraction, options.seed)
+    run = cases.make_run(options, n_overlays) if hasattr(cases, "make_run") else _Run(cases, options, n_overlays)
     has_labels = run.has_labels()
     collector = TableCollector(options.pooling, options.bits if options.accumulator == "binned" else None) if options.bootstrap else None
     ranking = run.ranking_pass(pixel_level=has_labels, collector=collector)

@@ -12,17 +12,23 @@ preparation is the default, and an explicit, different preparation is an error n
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
 from blindspot.anomalies import synthetic_test_set
 from blindspot.baselines import BASELINES, ZScore
 from blindspot.data import DataConfig, ImageSet, iter_volumes, load, resolve, volumes_from_names
+from blindspot.data.brats import brats_volume, list_subjects
+from blindspot.data.nifti import split_files
 from blindspot.data.io import index_by_stem, is_nifti, read_array
 from blindspot.errors import BlindspotError
+from blindspot.evaluation.distributed import CaseChunks
 from blindspot.evaluation.protocol import Case, CaseStream
 from blindspot.results import file_sha256
 
@@ -52,17 +58,9 @@ def _as_case_array(array: np.ndarray, path: Path, axis: int | None) -> np.ndarra
     return np.moveaxis(array, axis, 0)
 
 
-def maps_cases(maps: str | Path, labels: str | Path | None, *, masks: str | Path | None = None,
-               images: str | Path | None = None, axis: int | None = None, volume_regex: str | None = None,
-               stream: bool = False) -> list[Case] | CaseStream:
-    """Cases from a folder of maps (NIfTI, ``.npy`` or images), paired by file name with labels, masks, images.
-
-    Every map needs a label file with the same name without extension (binarised > 0) and every
-    label a map (``labels=None``: healthy maps, e.g. for a false-positive-rate threshold); masks and
-    images are optional but, when given, needed for every map. Volumes get their slice axis first
-    (``axis``: default 2 for NIfTI, 0 for ``.npy``). Pairing is checked before any array is read;
-    with ``stream=True`` arrays are read one case at a time.
-    """
+def map_specs(maps: str | Path, labels: str | Path | None, *, masks: str | Path | None = None,
+              images: str | Path | None = None, axis: int | None = None, volume_regex: str | None = None) -> list[tuple]:
+    """What :func:`read_map_case` needs of each case of a maps folder (paths, axis, volume), pairing checked first."""
     map_files = index_by_stem(maps, "maps")
     label_files = index_by_stem(labels, "labels") if labels is not None else None
     others = {"mask": index_by_stem(masks, "masks") if masks is not None else None,
@@ -81,25 +79,53 @@ def maps_cases(maps: str | Path, labels: str | Path | None, *, masks: str | Path
                 raise BlindspotError(f"map '{map_files[missing[0]]}' has no {what} file named '{missing[0]}.*'.")
     keys = list(map_files)
     volumes = volumes_from_names(keys, volume_regex) if volume_regex else keys
+    pick = lambda index, key: None if index is None else index[key]  # noqa: E731
+    return [(map_files[key], pick(label_files, key), pick(others["mask"], key), pick(others["image"], key), axis, volume,
+             label_files is not None) for key, volume in zip(keys, volumes)]
 
-    def read(key: str, volume: str) -> Case:
-        path = map_files[key]
-        scores = read_array(path)
-        arrays = {"map": _as_case_array(scores, path, axis)}
-        for what, index in (("label", label_files), ("brain", others["mask"]), ("image", others["image"])):
-            if index is None:
-                continue
-            other = read_array(index[key])
-            if other.shape != scores.shape:
-                raise BlindspotError(f"{'mask' if what == 'brain' else what} '{index[key]}' has shape {other.shape} "
-                                     f"but map '{path}' has {scores.shape}.")
-            arrays[what] = _as_case_array(other > 0 if what in ("label", "brain") else other, index[key], axis)
-        return Case(name=path.name, volume=volume, anomalous=None if label_files is not None else False, **arrays)
 
+def read_map_case(spec: tuple) -> Case:
+    """The case of one :func:`map_specs` entry: its map, and its label, mask and image when there are."""
+    path, label_path, mask_path, image_path, axis, volume, labelled = spec
+    scores = read_array(path)
+    arrays = {"map": _as_case_array(scores, path, axis)}
+    for what, other_path in (("label", label_path), ("brain", mask_path), ("image", image_path)):
+        if other_path is None:
+            continue
+        other = read_array(other_path)
+        if other.shape != scores.shape:
+            raise BlindspotError(f"{'mask' if what == 'brain' else what} '{other_path}' has shape {other.shape} "
+                                 f"but map '{path}' has {scores.shape}.")
+        arrays[what] = _as_case_array(other > 0 if what in ("label", "brain") else other, other_path, axis)
+    return Case(name=path.name, volume=volume, anomalous=None if labelled else False, **arrays)
+
+
+def read_map_cases(specs: Sequence[tuple], indices: Sequence[int]) -> list[Case]:
+    """The cases ``indices`` of a maps folder (a task on a Dask worker reads them there)."""
+    return [read_map_case(specs[i]) for i in indices]
+
+
+def maps_cases(maps: str | Path, labels: str | Path | None, *, masks: str | Path | None = None,
+               images: str | Path | None = None, axis: int | None = None, volume_regex: str | None = None,
+               stream: bool = False, pool=None) -> list[Case] | CaseStream | CaseChunks:
+    """Cases from a folder of maps (NIfTI, ``.npy`` or images), paired by file name with labels, masks, images.
+
+    Every map needs a label file with the same name without extension (binarised > 0) and every
+    label a map (``labels=None``: healthy maps, e.g. for a false-positive-rate threshold); masks and
+    images are optional but, when given, needed for every map. Volumes get their slice axis first
+    (``axis``: default 2 for NIfTI, 0 for ``.npy``). Pairing is checked before any array is read;
+    with ``stream=True`` arrays are read one case at a time. With ``pool`` (a
+    :class:`blindspot.execution.Pool`) the workers read the files (:class:`CaseChunks`).
+    """
+    specs = map_specs(maps, labels, masks=masks, images=images, axis=axis, volume_regex=volume_regex)
+    if pool is not None:
+        return CaseChunks(partial(read_map_cases, specs), [spec[0].name for spec in specs], [spec[5] for spec in specs],
+                          has_labels=labels is not None, in_memory=not stream, description=f"maps folder '{maps}'",
+                          pool=pool)
     if stream:
-        return CaseStream(lambda: (read(k, v) for k, v in zip(keys, volumes)), has_labels=label_files is not None,
-                          description=f"maps folder '{maps}'", count=len(keys))
-    return [read(k, v) for k, v in zip(keys, volumes)]
+        return CaseStream(lambda: (read_map_case(spec) for spec in specs), has_labels=labels is not None,
+                          description=f"maps folder '{maps}'", count=len(specs))
+    return [read_map_case(spec) for spec in specs]
 
 
 def maps_files(*folders: str | Path | None) -> list[str]:
@@ -206,14 +232,14 @@ class MapsFolder:
     def inputs(self) -> list[str | None]:
         return [self.maps, self.labels, self.masks, self.images, self.val_maps, self.val_labels, self.val_masks]
 
-    def cases(self, seed: int):
-        """``(cases, validation cases or None, record)``."""
+    def cases(self, seed: int, pool=None):
+        """``(cases, validation cases or None, record)``; with ``pool`` the test cases are read by its workers."""
         if self.labels is None:
             raise BlindspotError("`maps` needs `labels`: a folder with one label file per map (same name).")
         if self.val_maps is None and (self.val_labels or self.val_masks):
             raise BlindspotError("`val_labels` and `val_masks` need `val_maps`.")
         common = dict(axis=self.axis, volume_regex=self.volume_regex, stream=self.stream)
-        cases = maps_cases(self.maps, self.labels, masks=self.masks, images=self.images, **common)
+        cases = maps_cases(self.maps, self.labels, masks=self.masks, images=self.images, **common, pool=pool)
         files = maps_files(self.maps, self.labels, self.masks, self.images)
         record = {"kind": "maps", "maps": self.maps, "labels": self.labels, "masks": self.masks, "images": self.images,
                   "description": f"maps in `{self.maps}`", "files": files}
@@ -246,16 +272,18 @@ class OnData:
     def inputs(self) -> list[str | None]:
         return [self.checkpoint, *(c.data for c in (self.data, self.val_data, self.train_data) if c is not None)]
 
-    def cases(self, seed: int, positive: bool):
-        """``(cases, validation cases or None, record)``."""
+    def cases(self, seed: int, positive: bool, pool=None):
+        """``(cases, validation cases or None, record)``; with ``pool`` the workers read the test images (or
+        subjects) and compute their maps (:func:`data_cases`, :func:`subject_cases`)."""
         if (self.checkpoint is None) == (self.baseline is None):
             raise BlindspotError("give exactly one of `checkpoint` and `baseline` to compute maps on `data`.")
         data, val_data = self.data, self.val_data
         if self.checkpoint is not None:
             from blindspot.models.checkpoint import load_model
 
-            model = load_model(self.checkpoint, device=self.device)
-            maker = model_maps(model, positive=positive, batch_size=self.batch_size, device=self.device,
+            here = self.device if pool is None or _usable(self.device) else "cpu"  # the workers may have the GPUs
+            model = load_model(self.checkpoint, device=here)
+            maker = model_maps(model, positive=positive, batch_size=self.batch_size, device=here,
                                description=f"checkpoint `{self.checkpoint}`")
             data = data.prepared_like(maker.preparation, what=f"'{self.checkpoint}'")
             val_data = val_data and val_data.prepared_like(maker.preparation, what=f"'{self.checkpoint}'")
@@ -267,7 +295,10 @@ class OnData:
                 if test is not None:
                     refuse_overlap(train, test, "zscore training images and the test images")
             maker = baseline_maps(self.baseline, positive=positive, train=train)
-        cases = volume_cases(data, maker) if self.volumes else image_cases(test, maker)
+        if pool is not None:
+            cases = self._chunks(pool, data, test, maker, seed, positive)
+        else:
+            cases = volume_cases(data, maker) if self.volumes else image_cases(test, maker)
         resolved = test.source["config"] if test is not None else resolve(data, default_split="test").record()
         record = {"kind": "checkpoint" if self.checkpoint else "baseline", **maker.record, "data": resolved,
                   "description": f"{maker.record.get('description', f'the {self.baseline} baseline')} on `{data.data}`",
@@ -285,3 +316,78 @@ class OnData:
             record["validation"] = val_set.source
             record["files"] += list(val_set.source.get("files", []))
         return cases, validation, record
+
+    def _chunks(self, pool, data: DataConfig, test: ImageSet | None, maker: MapMaker, seed: int, positive: bool) -> CaseChunks:
+        """The test cases as :class:`CaseChunks`: the workers read the data and compute the maps themselves."""
+        import torch
+
+        maker_spec = (("checkpoint", self.checkpoint, positive, self.batch_size, self.device, maker.record["description"])
+                      if self.checkpoint is not None else ("maker", maker))
+        threads = torch.get_num_threads()  # model passes on the workers use this process's threads: bitwise the same maps
+        if self.volumes:
+            config = resolve(data, default_split="test")
+            iter_volumes(config)  # checks the layout and the subject list now
+            names = [name for name, _, _ in split_files(list_subjects(config.data, config.modality), config.split)]
+            return CaseChunks(partial(subject_cases, config, maker_spec), names, names, has_labels=True, in_memory=False,
+                              description=f"subjects of '{config.data}'", pool=pool, torch_threads=threads)
+        return CaseChunks(partial(data_cases, data, seed, _images_key(test.images), maker_spec), list(test.names),
+                          list(test.volumes), has_labels=test.labels is not None, in_memory=True,
+                          description=f"test images of '{data.data}'", pool=pool,
+                          align=self.batch_size if self.checkpoint is not None else 1, torch_threads=threads)
+
+
+# --------------------------------------------------------------------------------------------
+# what the workers of a cluster read (blindspot.evaluation.distributed)
+
+_WORKER_CACHE: dict = {}  # in a worker: the last test set and model read
+
+
+def _usable(device) -> bool:
+    """Whether ``device`` exists on this machine (a client without a GPU still reads the checkpoint, on the CPU)."""
+    from blindspot.models.device import select_device
+
+    try:
+        select_device(device)
+    except BlindspotError:
+        return False
+    return True
+
+
+def _images_key(images: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(images)).hexdigest()
+
+
+def _worker_maker(spec: tuple) -> MapMaker:
+    if spec[0] == "maker":
+        return spec[1]
+    _, checkpoint, positive, batch_size, device, description = spec
+    key = ("model", checkpoint, str(device))
+    if _WORKER_CACHE.get("model_key") != key:
+        from blindspot.models.checkpoint import load_model
+
+        _WORKER_CACHE.update(model_key=key, model=load_model(checkpoint, device=device))
+    return model_maps(_WORKER_CACHE["model"], positive=positive, batch_size=batch_size, device=device, description=description)
+
+
+def data_cases(data: DataConfig, seed: int, key: str, maker_spec: tuple, indices: Sequence[int]) -> list[Case]:
+    """The cases ``indices`` of the test images of ``data`` with their maps (a task): the images read on the
+    worker, and checked to be the ones the client read (``key``)."""
+    test_key = (json.dumps(data.record(), sort_keys=True), seed)
+    if _WORKER_CACHE.get("test_key") != test_key:
+        test = test_images(data, seed=seed)
+        if _images_key(test.images) != key:
+            raise BlindspotError(f"a worker read other test images from '{data.data}' than this process; every worker must "
+                                 "read the same data (the same paths and files).")
+        _WORKER_CACHE.update(test_key=test_key, test=test)
+    return image_cases(_WORKER_CACHE["test"].subset(list(indices)), _worker_maker(maker_spec))
+
+
+def subject_cases(config: DataConfig, maker_spec: tuple, indices: Sequence[int]) -> list[Case]:
+    """BraTS subjects ``indices`` of ``config``'s split as 3-D cases with their maps (a task)."""
+    subjects = split_files(list_subjects(config.data, config.modality), config.split)
+    maker = _worker_maker(maker_spec)
+    cases = []
+    for i in indices:
+        volume = brats_volume(subjects[i], axis=config.axis, preparation=config.preparation)
+        cases.append(Case(volume.name, maker.make(volume.image), volume.labels, volume.brain, volume.image, volume.name))
+    return cases

@@ -155,6 +155,42 @@ def _base_maps(x, x_hat, names, stats) -> list[np.ndarray]:
     return [score_map(name, x, x_hat, stats=stats) for name in names]
 
 
+def normal_profiles(images: np.ndarray, normal: np.ndarray, labels: np.ndarray, values: np.ndarray, names: Sequence[str],
+                    stats: HealthyStats | None) -> np.ndarray:
+    """AP ``(n, F, I)`` of every score and intensity in the normal mode, for a chunk of images (a task on a cluster)."""
+    out = []
+    for x, x_hat, label in zip(images, normal, labels):
+        k = int(label.sum())
+        out.append(_normal_ap(x, x_hat, label, np.broadcast_to(values[:, None], (len(values), k)), names, stats,
+                              _base_maps(x, x_hat, names, stats)))
+    return np.stack(out)
+
+
+def normal_size_profiles(images: np.ndarray, normal: np.ndarray, centers: np.ndarray, radii: np.ndarray,
+                         size_values: np.ndarray, names: Sequence[str], stats: HealthyStats | None) -> np.ndarray:
+    """AP ``(n, F, 2, R)`` of every score over the disk radii at two intensities, normal mode, for a chunk of images."""
+    out = np.empty((len(images), len(names), 2, len(radii)))
+    for i, (x, x_hat, center) in enumerate(zip(images, normal, centers)):
+        base = _base_maps(x, x_hat, names, stats)
+        for r, rad in enumerate(radii):
+            label = anomaly_labels(x[None], center[None], rad)[0]
+            k = int(label.sum())
+            out[i, :, :, r] = _normal_ap(x, x_hat, label, np.broadcast_to(size_values[:, None], (2, k)), names, stats, base)
+    return out
+
+
+def _per_image(fn, arrays: Sequence[np.ndarray], shared: tuple, *, threads: int, pool, desc: str, chunk: int = 16) -> np.ndarray:
+    """``fn(*per-image arrays, *shared)`` over all images: per image on ``threads`` threads here, or chunks as tasks of ``pool``."""
+    n_images = len(arrays[0])
+    if pool is None:
+        with ThreadPoolExecutor(threads) as executor:
+            return np.concatenate(list(executor.map(lambda n: fn(*(a[n : n + 1] for a in arrays), *shared), range(n_images))))
+    bounds = [(a, min(a + chunk, n_images)) for a in range(0, n_images, chunk)]
+    parts = pool.map(fn, ((*(array[a:b] for array in arrays), *shared) for a, b in bounds), desc=desc, unit="img",
+                     total=n_images, weight=lambda i: bounds[i][1] - bounds[i][0])
+    return np.concatenate(parts)
+
+
 # --------------------------------------------------------------------------------------------
 # the anomalous mode: full maps, anomalous images reconstructed in batches
 
@@ -239,6 +275,7 @@ def audit(
     device: str | None = None,
     threads: int | None = None,
     n_worst: int = 3,
+    pool=None,
 ) -> dict:
     """Audit a model (or precomputed reconstructions) on normal images: every part of the module docstring.
 
@@ -272,6 +309,9 @@ def audit(
         Threads for the per-image work of the normal mode and the blur grid (default: all cores).
     n_worst : int
         Worst cases kept as overlays (images with the lowest realistic ``l1`` AP at the blindest intensity).
+    pool : blindspot.execution.Pool, optional
+        A Dask cluster whose workers compute the normal mode (chunks of images) and the blur grid;
+        the model's passes run in this process. The numbers are the same.
 
     Returns
     -------
@@ -315,13 +355,9 @@ def audit(
     recon_error = np.abs(normal - images).mean(axis=(1, 2), dtype=np.float64)
 
     # 2. intensity profile, normal mode (no model call)
-    def normal_profile(n: int) -> np.ndarray:
-        base = _base_maps(images[n], normal[n], names, stats)
-        k = int(labels[n].sum())
-        return _normal_ap(images[n], normal[n], labels[n], np.broadcast_to(values[:, None], (n_int, k)), names, stats, base)
-
-    with _timed(timings, "intensity profile, normal mode"), ThreadPoolExecutor(threads) as pool:
-        ap_normal = np.stack(list(pool.map(normal_profile, range(n_images))))  # (N, F, I)
+    with _timed(timings, "intensity profile, normal mode"):
+        ap_normal = _per_image(normal_profiles, (images, normal, labels), (values, names, stats), threads=threads, pool=pool,
+                               desc="intensity profile, normal mode")  # (N, F, I)
 
     # 3. intensity profile and textures, anomalous mode: batches of anomalous images
     texture_images = None
@@ -355,18 +391,9 @@ def audit(
     size_values = values[[blindest, visible]]
 
     # 4. anomaly size at the blindest and the most visible intensity
-    def normal_sizes(n: int) -> np.ndarray:
-        base = _base_maps(images[n], normal[n], names, stats)
-        out = np.empty((n_scores, 2, len(radii)))
-        for r, rad in enumerate(radii):
-            label = anomaly_labels(images[n : n + 1], centers[n : n + 1], rad)[0]
-            k = int(label.sum())
-            out[:, :, r] = _normal_ap(images[n], normal[n], label, np.broadcast_to(size_values[:, None], (2, k)), names,
-                                      stats, base)
-        return out
-
-    with _timed(timings, "anomaly sizes, normal mode"), ThreadPoolExecutor(threads) as pool:
-        size_normal = np.stack(list(pool.map(normal_sizes, range(n_images))))  # (N, F, 2, R)
+    with _timed(timings, "anomaly sizes, normal mode"):
+        size_normal = _per_image(normal_size_profiles, (images, normal, centers), (radii, size_values, names, stats),
+                                 threads=threads, pool=pool, desc="anomaly sizes, normal mode")  # (N, F, 2, R)
     size_anomalous = np.full(size_normal.shape, np.nan)
     if adapter is not None:
         jobs = [(n, r, j) for n in range(n_images) for r in range(len(radii)) for j in range(2)]
@@ -390,7 +417,7 @@ def audit(
     if REFERENCE in names:
         with _timed(timings, "blur grid (experiment 1)"):
             blur = intensity_experiment(images, intensities=intensities, sigmas=sigmas, radius=radius, centers=centers,
-                                        threads=threads)
+                                        threads=threads, pool=pool)
         for mode, ap in (("normal", ap_normal), ("anomalous", ap_anomalous)):
             curve = ap[:, reference].mean(axis=0)
             matches[mode] = match_blur(curve, blur["ap"]) if np.isfinite(curve).all() else None

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from blindspot.data import DataConfig, ImageSet, load
 from blindspot.errors import BlindspotError
+from blindspot.execution import Execution, execution_record, open_pool
 from blindspot.experiments.audit import audit
 from blindspot.experiments.grid import grid_fingerprint
 from blindspot.experiments.pitfalls import intensity_grid_axes
@@ -138,6 +139,7 @@ def run_audit(
     overwrite: bool = False,
     note: str | None = None,
     label: str | None = None,
+    execution: Execution | None = None,
 ) -> Path:
     """``blindspot audit`` into the result folder ``out``; returns the path of its ``report.html``.
 
@@ -170,6 +172,9 @@ def run_audit(
         A sentence added to the report (e.g. a reduced grid).
     label : str, optional
         How the report names the model (default: ``model`` or ``reconstructions`` as given).
+    execution : Execution, optional
+        Run the per-image work of the normal mode and the blur grid on a Dask cluster
+        (:mod:`blindspot.execution`); the model's passes stay in this process. The numbers are the same.
     """
     if (model is None) == (reconstructions is None):
         raise BlindspotError("give either `model` (a file or package.module:function) or `reconstructions` (a folder), "
@@ -205,10 +210,11 @@ def run_audit(
     explicit, centers_record = _centers(centers)
     stats, stats_record = _statistics(data, train_data, imageset, names)
     normal = folder_source.read(imageset.names, imageset.images.shape[1:]) if folder_source is not None else None
-    with _torch_threads(threads):
+    with _torch_threads(threads), open_pool(execution) as pool:
         result = audit(adapter, imageset.images, reconstructions=normal, intensities=intensities, sigmas=sigmas,
                        radius=parameters["radius_used"], scores=names, stats=stats, seed=seed, centers=explicit,
-                       batch_size=batch_size, device=device, threads=threads)
+                       batch_size=batch_size, device=device, threads=threads, pool=pool)
+        executed = execution_record(pool)
     result.update(audit_intervals(result, parameters))  # intervals over images (1,000 resamples of --seed, 95 %)
     model_record = adapter.record() if adapter is not None else folder_source.record()
     if label is not None:
@@ -230,6 +236,7 @@ def run_audit(
         "scores": {name: score_description(name) for name in names},
         "statistics": {k: v for k, v in stats_record.items() if k != "files"},
         "timings": result["timings"], "model_calls": result["model_calls"], "model_images": result["model_images"],
+        "execution": executed,
         "note": note, "input_hashes": input_hashes([f for f in dict.fromkeys(files) if f is not None]),
         "versions": provenance(),
     }

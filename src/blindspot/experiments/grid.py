@@ -89,6 +89,13 @@ def _cached(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
         return None
 
 
+def chunk_grid(images: np.ndarray, labels: np.ndarray, rows: Sequence[np.ndarray], sigmas: Sequence[float]
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """AP and mean residual ``(n, V, S)`` of a chunk of images (one task on a Dask worker)."""
+    parts = [image_grid(image, label, values, sigmas) for image, label, values in zip(images, labels, rows)]
+    return np.stack([p[0] for p in parts]), np.stack([p[1] for p in parts])
+
+
 def run_grid(
     images: np.ndarray,
     labels: np.ndarray,
@@ -100,6 +107,7 @@ def run_grid(
     fingerprint: str = "",
     chunk_size: int = 16,
     desc: str = "images",
+    pool=None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """AP and mean residual ``(N, V, S)`` for a stack of images, ``values_for(n)`` giving image n's rows.
 
@@ -107,22 +115,46 @@ def run_grid(
     ``cache_dir`` each finished chunk is saved there so an interrupted run resumes where it stopped
     (an unreadable chunk is recomputed, with a warning). Memory is O(V·K + H·W) per thread,
     independent of N.
+
+    With ``pool`` (a :class:`blindspot.execution.Pool`) every chunk not in the cache is one task on
+    the cluster's workers (:func:`chunk_grid`, the same arithmetic, so the same numbers bit for
+    bit), a window of them in flight at a time; the workers return the chunks and this process
+    writes them to ``cache_dir``, so the cache needs no storage shared with the workers.
     """
     threads = threads or os.cpu_count() or 1
     cache = Path(cache_dir) if cache_dir is not None else None
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
+    bounds = [(start, min(start + chunk_size, len(images))) for start in range(0, len(images), chunk_size)]
+    paths = [cache / f"chunk-{fingerprint}-{start:06d}-{stop:06d}.npz" if cache is not None else None for start, stop in bounds]
+    if pool is not None:
+        return _grid_on(pool, images, labels, values_for, sigmas, bounds, paths, desc)
     chunks = []
-    with ThreadPoolExecutor(threads) as pool, progress(len(images), desc, unit="img", every=chunk_size) as bar:
-        for start in range(0, len(images), chunk_size):
-            stop = min(start + chunk_size, len(images))
-            path = cache / f"chunk-{fingerprint}-{start:06d}-{stop:06d}.npz" if cache is not None else None
+    with ThreadPoolExecutor(threads) as executor, progress(len(images), desc, unit="img", every=chunk_size) as bar:
+        for (start, stop), path in zip(bounds, paths):
             saved = _cached(path) if path is not None else None
             if saved is None:
-                parts = list(pool.map(lambda n: image_grid(images[n], labels[n], values_for(n), sigmas), range(start, stop)))
+                parts = list(executor.map(lambda n: image_grid(images[n], labels[n], values_for(n), sigmas), range(start, stop)))
                 saved = np.stack([p[0] for p in parts]), np.stack([p[1] for p in parts])
                 if path is not None:
                     save_npz(path, ap=saved[0], residual=saved[1])
             chunks.append(saved)
             bar.update(stop - start)
+    return np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks])
+
+
+def _grid_on(pool, images, labels, values_for, sigmas, bounds, paths, desc) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`run_grid` with the uncached chunks as tasks of ``pool``; the client writes the cache."""
+    chunks = [_cached(path) if path is not None else None for path in paths]
+    todo = [c for c, saved in enumerate(chunks) if saved is None]
+    sigmas = [float(s) for s in sigmas]
+    tasks = ((images[a:b], labels[a:b], [values_for(n) for n in range(a, b)], sigmas) for a, b in (bounds[c] for c in todo))
+
+    def store(i: int, result) -> None:
+        chunks[todo[i]] = result
+        if paths[todo[i]] is not None:
+            save_npz(paths[todo[i]], ap=result[0], residual=result[1])
+
+    pool.map(chunk_grid, tasks, desc=desc, unit="img", total=sum(b - a for a, b in (bounds[c] for c in todo)),
+             weight=lambda i: bounds[todo[i]][1] - bounds[todo[i]][0], on_result=store)
     return np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks])

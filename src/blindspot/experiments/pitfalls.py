@@ -74,8 +74,12 @@ def intensity_experiment(
     centers: np.ndarray | None = None,
     threads: int | None = None,
     cache_dir: str | Path | None = None,
+    pool=None,
 ) -> dict[str, np.ndarray]:
     """Experiment 1: AP of a constant-intensity disk for every (intensity, σ) cell.
+
+    ``pool``: a :class:`blindspot.execution.Pool` whose workers compute the chunks of images
+    (:func:`blindspot.experiments.grid.run_grid`); the numbers are the same.
 
     Returns
     -------
@@ -89,7 +93,8 @@ def intensity_experiment(
     values = intensities.astype(images.dtype)[:, None]
     key = grid_fingerprint(images, kind="intensity", intensities=intensities, sigmas=sigmas, centers=centers, radius=radius)
     ap, residual = run_grid(
-        images, labels, lambda n: values, sigmas, threads=threads, cache_dir=cache_dir, fingerprint=key, desc="intensity grid"
+        images, labels, lambda n: values, sigmas, threads=threads, cache_dir=cache_dir, fingerprint=key, desc="intensity grid",
+        pool=pool,
     )
     return {
         "intensities": intensities,
@@ -112,6 +117,7 @@ def texture_experiment(
     match_intensities: Sequence[float] | None = None,
     threads: int | None = None,
     cache_dir: str | Path | None = None,
+    pool=None,
 ) -> dict[str, np.ndarray]:
     """Experiment 2: AP of texture anomalies (pixel shuffle, sink, source) for every σ.
 
@@ -148,7 +154,8 @@ def texture_experiment(
         intensities=match_intensities,
     )
     ap, residual = run_grid(
-        images, labels, lambda n: rows[n], sigmas, threads=threads, cache_dir=cache_dir, fingerprint=key, desc="texture grid"
+        images, labels, lambda n: rows[n], sigmas, threads=threads, cache_dir=cache_dir, fingerprint=key, desc="texture grid",
+        pool=pool,
     )
     result = {
         "textures": np.asarray(textures),

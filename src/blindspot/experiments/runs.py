@@ -18,6 +18,7 @@ import numpy as np
 from blindspot.data import DataConfig, ImageSet, load
 from blindspot.data.io import read_centers
 from blindspot.errors import BlindspotError
+from blindspot.execution import Execution, execution_record, open_pool
 from blindspot.experiments.grid import grid_fingerprint
 from blindspot.experiments.model_pitfalls import RECONSTRUCT, match_blur, model_intensity_experiment
 from blindspot.experiments.pitfalls import (
@@ -114,20 +115,25 @@ def _with_radius(parameters: dict, imageset: ImageSet) -> dict:
 # experiment 1
 
 
-def write_intensity(folder: Path, imageset: ImageSet, parameters: dict, *, centers=None, threads: int | None = None) -> dict:
-    """Compute experiment 1 on ``imageset`` and write its files into ``folder``; returns the arrays."""
+def write_intensity(folder: Path, imageset: ImageSet, parameters: dict, *, centers=None, threads: int | None = None,
+                    pool=None) -> dict:
+    """Compute experiment 1 on ``imageset`` and write its files into ``folder``; returns the arrays.
+
+    ``pool``: a :class:`blindspot.execution.Pool` whose workers compute the grid (the same numbers).
+    """
     intensities, sigmas = intensity_grid_axes(parameters["n_intensities"], parameters["n_sigmas"], parameters["sigma_max"])
     parameters = _with_radius(parameters, imageset)
     explicit, centers_record = _centers(centers)
     result = intensity_experiment(imageset.images, intensities=intensities, sigmas=sigmas, radius=parameters["radius_used"],
-                                  seed=parameters["seed"], centers=explicit, threads=threads, cache_dir=folder / CACHE)
+                                  seed=parameters["seed"], centers=explicit, threads=threads, cache_dir=folder / CACHE,
+                                  pool=pool)
     counts, edges = foreground_histogram(imageset.images)
     arrays = {**result, **grid_intervals(result["ap_per_image"], parameters), "histogram_counts": counts, "histogram_edges": edges}
     if parameters["save_inputs"]:
         arrays["inputs"] = imageset.images
     save_npz(folder / "results.npz", **arrays)
     write_json(folder / "config.json", _config(COMMANDS["intensity"], imageset, parameters, centers=centers_record,
-                                                      inputs=[_centers_file(centers)]))
+                                               inputs=[_centers_file(centers)], execution=execution_record(pool)))
     equalized = " (histogram-equalised)" if imageset.source["config"]["preparation"]["equalize"] else ""
     table = blind_spot_rows(result["intensities"], result["sigmas"], result["ap"], result["ap_per_image"], parameters)
     overall = _grid_mean_interval(result["ap_per_image"], parameters)
@@ -174,20 +180,23 @@ def _bootstrap_sentence(parameters: dict, n_images: int) -> str:
 def run_intensity(out: str | Path, data: DataConfig = DataConfig(), *, radius: float = 20, n_intensities: int = 100,
                   n_sigmas: int = 100, sigma_max: float = 5.0, seed: int = 0, centers=None, save_inputs: bool = False,
                   threads: int | None = None, bootstrap: int = N_RESAMPLES, confidence: float = CONFIDENCE,
-                  overwrite: bool = False) -> Path:
+                  overwrite: bool = False, execution: Execution | None = None) -> Path:
     """Experiment 1 (``blindspot pitfalls intensity``) into the result folder ``out``.
 
     ``centers``: None (sampled from ``seed``), an ``(N, 2)`` array or a file (:func:`blindspot.data.io.read_centers`).
     ``bootstrap``, ``confidence``: resamples of the images (0: none) and level of the interval of every
     mean AP (:mod:`blindspot.experiments.uncertainty`), seeded by ``seed``; the same for experiments 2 and 3.
+    ``execution``: where the grid runs (:class:`blindspot.execution.Execution`: in this process, a
+    local Dask cluster or a Dask scheduler); the numbers do not depend on it. The same for every command.
     """
     inputs = [data.data, centers if isinstance(centers, (str, Path)) else None]
     check_output(out, inputs=inputs, overwrite=overwrite)
     parameters = _grid_parameters(radius=radius, n_intensities=n_intensities, n_sigmas=n_sigmas, sigma_max=sigma_max,
                                   seed=seed, save_inputs=save_inputs, bootstrap=bootstrap, confidence=confidence)
-    imageset = experiment_images(data)
-    with result_folder(out, overwrite=overwrite, inputs=inputs) as folder:
-        write_intensity(folder, imageset, parameters, centers=centers, threads=threads)
+    with open_pool(execution) as pool:
+        imageset = experiment_images(data)
+        with result_folder(out, overwrite=overwrite, inputs=inputs) as folder:
+            write_intensity(folder, imageset, parameters, centers=centers, threads=threads, pool=pool)
     return Path(out)
 
 
@@ -218,7 +227,7 @@ def load_intensity_match(match: Path, images: np.ndarray, radius: float, sigmas:
 
 
 def write_texture(folder: Path, imageset: ImageSet, parameters: dict, *, match: Path | None = None, centers=None,
-                  threads: int | None = None) -> dict:
+                  threads: int | None = None, pool=None) -> dict:
     """Compute experiment 2 on ``imageset`` and write its files into ``folder``; returns the arrays.
 
     Curves are matched to ``match`` (an experiment-1 folder on the same images, whose centres are
@@ -227,7 +236,7 @@ def write_texture(folder: Path, imageset: ImageSet, parameters: dict, *, match: 
     intensities, sigmas = intensity_grid_axes(parameters["n_intensities"], parameters["n_sigmas"], parameters["sigma_max"])
     parameters = _with_radius(parameters, imageset)
     common = dict(sigmas=sigmas, radius=parameters["radius_used"], seed=parameters["seed"], threads=threads,
-                  cache_dir=folder / CACHE)
+                  cache_dir=folder / CACHE, pool=pool)
     explicit, centers_record = _centers(centers)
     if match is not None:
         if explicit is not None:
@@ -250,7 +259,8 @@ def write_texture(folder: Path, imageset: ImageSet, parameters: dict, *, match: 
     shown = None if match is None else os.path.relpath(match, folder)
     matched_to = f"`{shown}`" if match is not None else "an intensity grid computed on the same images and centres"
     write_json(folder / "config.json", _config(COMMANDS["texture"], imageset, parameters, centers=centers_record, match=shown,
-                                                    inputs=[_centers_file(centers), match and Path(match) / "results.npz"]))
+                                               inputs=[_centers_file(centers), match and Path(match) / "results.npz"],
+                                               execution=execution_record(pool)))
     s25, s1 = (int(np.argmin(np.abs(sigmas - target))) for target in (0.25, 1.0))
     low, high = arrays.get("ap_low"), arrays.get("ap_high")
 
@@ -277,15 +287,17 @@ def write_texture(folder: Path, imageset: ImageSet, parameters: dict, *, match: 
 def run_texture(out: str | Path, data: DataConfig = DataConfig(), *, radius: float = 20, n_intensities: int = 100,
                 n_sigmas: int = 100, sigma_max: float = 5.0, seed: int = 0, centers=None, match: str | Path | None = None,
                 save_inputs: bool = False, threads: int | None = None, bootstrap: int = N_RESAMPLES,
-                confidence: float = CONFIDENCE, overwrite: bool = False) -> Path:
+                confidence: float = CONFIDENCE, overwrite: bool = False, execution: Execution | None = None) -> Path:
     """Experiment 2 (``blindspot pitfalls texture``) into the result folder ``out``."""
     inputs = [data.data, match, centers if isinstance(centers, (str, Path)) else None]
     check_output(out, inputs=inputs, overwrite=overwrite)
     parameters = _grid_parameters(radius=radius, n_intensities=n_intensities, n_sigmas=n_sigmas, sigma_max=sigma_max,
                                   seed=seed, save_inputs=save_inputs, bootstrap=bootstrap, confidence=confidence)
-    imageset = experiment_images(data)
-    with result_folder(out, overwrite=overwrite, inputs=inputs) as folder:
-        write_texture(folder, imageset, parameters, match=Path(match) if match else None, centers=centers, threads=threads)
+    with open_pool(execution) as pool:
+        imageset = experiment_images(data)
+        with result_folder(out, overwrite=overwrite, inputs=inputs) as folder:
+            write_texture(folder, imageset, parameters, match=Path(match) if match else None, centers=centers,
+                          threads=threads, pool=pool)
     return Path(out)
 
 
@@ -305,8 +317,8 @@ def model_label(model_config: dict) -> str:
 
 
 def write_model(folder: Path, imageset: ImageSet, parameters: dict, *, model, checkpoint: str, match: Path | None = None,
-                centers=None, device: str | None = None, threads: int | None = None, checkpoint_file: str | Path | None = None
-                ) -> dict:
+                centers=None, device: str | None = None, threads: int | None = None, checkpoint_file: str | Path | None = None,
+                pool=None) -> dict:
     """Compute experiment 3 for ``model`` on ``imageset`` (prepared for the model) and write its files into ``folder``.
 
     The blur grid it is matched to is loaded from ``match`` or computed on the same images and centres.
@@ -318,7 +330,7 @@ def write_model(folder: Path, imageset: ImageSet, parameters: dict, *, model, ch
     if match is None:
         reference = intensity_experiment(imageset.images, intensities=intensities, sigmas=sigmas,
                                          radius=parameters["radius_used"], seed=parameters["seed"], centers=explicit,
-                                         threads=threads, cache_dir=folder / CACHE)
+                                         threads=threads, cache_dir=folder / CACHE, pool=pool)
         matched_to = "computed on the same images and centres"
     else:
         if explicit is not None:
@@ -347,7 +359,8 @@ def write_model(folder: Path, imageset: ImageSet, parameters: dict, *, model, ch
                      checkpoint={"path": str(checkpoint), "input_range": list(model.input_range),
                                  "preparation": model.preparation},
                      match=matched_to,
-                     inputs=[checkpoint_file, _centers_file(centers), match and Path(match) / "results.npz"])
+                     inputs=[checkpoint_file, _centers_file(centers), match and Path(match) / "results.npz"],
+                     execution=execution_record(pool))
     write_json(folder / "config.json", config)
     write_text(folder / "summary.md", _model_summary(arrays, config, imageset, blur_per_image=reference.get("ap_per_image")))
     save_figure(plot_model_curve(arrays, label=model_label(model.config)), folder / "curve.png")
@@ -405,11 +418,12 @@ def run_model(out: str | Path, checkpoint: str | Path, data: DataConfig = DataCo
               radius: float = 20, n_intensities: int = 100, n_sigmas: int = 100, sigma_max: float = 5.0, seed: int = 0,
               centers=None, match: str | Path | None = None, save_inputs: bool = False, batch_size: int = 64,
               device: str | None = None, threads: int | None = None, bootstrap: int = N_RESAMPLES,
-              confidence: float = CONFIDENCE, overwrite: bool = False) -> Path:
+              confidence: float = CONFIDENCE, overwrite: bool = False, execution: Execution | None = None) -> Path:
     """Experiment 3 (``blindspot pitfalls model``) into the result folder ``out``.
 
     The images are prepared as the model was trained (its checkpoint's preparation); the radius is
-    given at the native size and scaled with them.
+    given at the native size and scaled with them. On a cluster (``execution``) the workers compute
+    the blur grid the model is matched to; the model's passes run in this process.
     """
     inputs = [checkpoint, data.data, match, centers if isinstance(centers, (str, Path)) else None]
     check_output(out, inputs=inputs, overwrite=overwrite)
@@ -421,9 +435,9 @@ def run_model(out: str | Path, checkpoint: str | Path, data: DataConfig = DataCo
                                   checkpoint=str(checkpoint))
     model = load_model(checkpoint, device=device)
     imageset = experiment_images(data.prepared_like(model.preparation, what=f"'{checkpoint}'"))
-    with result_folder(out, overwrite=overwrite, inputs=inputs) as folder:
+    with open_pool(execution) as pool, result_folder(out, overwrite=overwrite, inputs=inputs) as folder:
         write_model(folder, imageset, parameters, model=model, checkpoint=str(checkpoint), match=Path(match) if match else None,
-                    centers=centers, device=device, threads=threads, checkpoint_file=checkpoint)
+                    centers=centers, device=device, threads=threads, checkpoint_file=checkpoint, pool=pool)
     return Path(out)
 
 

@@ -15,6 +15,16 @@ without labels (the embedded template, healthy NIfTI volumes), the synthetic tes
 error of a group of test images is the mean of their image scores (their mean per-pixel loss, in
 [0, 1] units).
 
+On a Dask cluster (``execution``, :mod:`blindspot.execution`) every unfinished (d, repeat) run is one
+task, tagged ``GPU=1`` when a CUDA device is asked for, so that a GPU worker trains one run at a time.
+The workers train into the run folders under ``OUT/runs`` (storage they share with this process) and
+read the data themselves. A task whose worker dies is run again (Dask reschedules it; ``retries``
+covers a failure inside it) and resumes from the run's last checkpoint in ``RUN.partial``; a lock
+file per run (``runs/.d{d}-r{k}.lock``, ``fcntl.flock``) makes two attempts at one run wait for each
+other instead of writing the same folder, and the later one then finds the run done. Training uses
+the CPU threads this process would use and the evaluation its torch threads, so every number equals
+the in-process sweep's.
+
 Uncertainty: each run stores what the bootstrap resamples (``bootstrap.npz``: the image scores and
 the per-case count tables of its test cases), so the summary needs no model again. Per d, the
 interval of the mean over repeats resamples the test cases (the same cases for every d and repeat)
@@ -25,6 +35,8 @@ difference), and d whose difference interval contains 0 are called indistinguish
 from __future__ import annotations
 
 import json
+import os
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
@@ -37,6 +49,7 @@ from blindspot.errors import BlindspotError
 from blindspot.evaluation import Evaluation, evaluate, make_options
 from blindspot.evaluation.intervals import image_tables, load_case_data, resampled_metrics
 from blindspot.evaluation.sources import image_cases, model_maps, test_images
+from blindspot.execution import Execution, execution_record, gpu_resources, open_pool
 from blindspot.experiments.grid import grid_fingerprint
 from blindspot.metrics.bootstrap import (
     CONFIDENCE,
@@ -46,7 +59,7 @@ from blindspot.metrics.bootstrap import (
     percentile_interval,
     resample_indices,
 )
-from blindspot.models import list_models, model_options as accepted_options
+from blindspot.models import create_model, list_models, model_options as accepted_options
 from blindspot.models.checkpoint import load_checkpoint, load_model
 from blindspot.progress import progress
 from blindspot.report import markdown_table, plot_sweep, save_figure
@@ -61,7 +74,8 @@ from blindspot.results import (
     write_json,
     write_text,
 )
-from blindspot.training import make_config, train
+from blindspot.training import cpu_threads, make_config, train
+from blindspot.training.run_folder import model_kwargs
 
 __all__ = ["METRICS", "parse_dims", "run_metrics", "summarize", "sweep_intervals", "sweep_latent"]
 
@@ -137,6 +151,7 @@ def sweep_latent(
     bootstrap: int = N_RESAMPLES,
     confidence: float = CONFIDENCE,
     overwrite: bool = False,
+    execution: Execution | None = None,
 ) -> Path:
     """Train and evaluate ``model`` for every latent size in ``dims``, ``repeats`` times; write the summary.
 
@@ -160,6 +175,9 @@ def sweep_latent(
     bootstrap, confidence : int, float
         Resamples (0: no intervals) and level of the summary's intervals (:func:`sweep_intervals`);
         they may change between invocations of a sweep (only the summary is recomputed).
+    execution : Execution or None
+        Train the runs as tasks of a Dask cluster (module docstring); the numbers do not depend on
+        it, and a sweep may be resumed in another mode. ``sweep.json`` records each invocation's.
     """
     dims = parse_dims(dims)
     check_bootstrap(bootstrap, confidence)
@@ -175,30 +193,109 @@ def sweep_latent(
     base = make_config(preset, **overrides)
     out = Path(out)
     check_output(out, inputs=[data.data], overwrite=True)  # an existing sweep folder is resumed, below
-    test_config = resolve(data.with_preparation(size=base.size), default_split="test")
-    test = test_images(test_config, seed=seed)  # bad test data fail here, before any folder is made
-    load_training(data.with_preparation(size=base.size), hold_out=base.hold_out)  # and bad training data too
-    settings = {"command": "sweep latent", "model": model, "model_options": model_options, "preset": preset,
-                "overrides": overrides, "train_config": asdict(base), "data": data.record(), "test_seed": seed,
-                "protocol": "benchmark"}
-    created = _open_sweep_folder(out, settings, overwrite=overwrite)
-    write_json(out / "test_set.json", {"names": test.names, "source": test.source, "fingerprint": _fingerprint(test),
-                                       "versions": provenance()})
-    runs = [(d, k) for d in dims for k in range(repeats)]
-    evaluations = {}
-    with progress(len(runs), "latent sweep", unit="run", every=1) as bar:
-        for d, k in runs:
-            try:
-                evaluations[d, k] = _run(out / "runs" / run_name(d, k), d, k, model, model_options, preset, overrides,
-                                         data, test, base, device, threads)
-            except BlindspotError:
-                if created and not evaluations:  # nothing finished: leave no folder behind
-                    remove_marked_folder(out)
-                raise
-            bar.update(1)
+    create_model(model, **model_kwargs(base, {**model_options, "d": dims[0]}))  # bad model options fail here
+    with open_pool(execution) as pool:
+        test_config = resolve(data.with_preparation(size=base.size), default_split="test")
+        test = test_images(test_config, seed=seed)  # bad test data fail here, before any folder is made
+        load_training(data.with_preparation(size=base.size), hold_out=base.hold_out)  # and bad training data too
+        settings = {"command": "sweep latent", "model": model, "model_options": model_options, "preset": preset,
+                    "overrides": overrides, "train_config": asdict(base), "data": data.record(), "test_seed": seed,
+                    "protocol": "benchmark"}
+        created = _open_sweep_folder(out, settings, overwrite=overwrite)
+        _record_execution(out, pool)
+        write_json(out / "test_set.json", {"names": test.names, "source": test.source, "fingerprint": _fingerprint(test),
+                                           "versions": provenance()})
+        runs = [(d, k) for d in dims for k in range(repeats)]
+        common = (model, model_options, preset, overrides, data)
+        evaluations = {}
+        try:
+            if pool is None:
+                with progress(len(runs), "latent sweep", unit="run", every=1) as bar:
+                    for d, k in runs:
+                        evaluations[d, k] = _run(out / "runs" / run_name(d, k), d, k, *common, test, base, device, threads)
+                        bar.update(1)
+            else:
+                evaluations = _run_on(pool, out, runs, common, test, test_config, seed, base, device, threads)
+        except BlindspotError:
+            if created and not evaluations:  # nothing finished: leave no folder behind
+                remove_marked_folder(out)
+            raise
     write_summary(out, dims, repeats, evaluations, settings, n_test=len(test), bootstrap=bootstrap, confidence=confidence,
                   seed=seed)
     return out
+
+
+def _run_on(pool, out: Path, runs: list, common: tuple, test, test_config: DataConfig, seed: int, base, device, threads
+            ) -> dict:
+    """The runs not finished yet as tasks of ``pool`` (one per run, ``GPU=1`` for CUDA); every run's record."""
+    fingerprint = _fingerprint(test)
+    evaluations, todo = {}, []
+    for d, k in runs:
+        saved = _finished(out / "runs" / run_name(d, k), make_config(common[2], **{**common[3], "seed": base.seed + k}).steps,
+                          fingerprint)
+        if saved is not None:
+            evaluations[d, k] = saved
+        else:
+            todo.append((d, k))
+    # the CPU threads this process's training would use, so that runs train bitwise alike wherever they run
+    train_threads = cpu_threads(threads)
+    tasks = [(out / "runs" / run_name(d, k), d, k, *common, test_config, seed, fingerprint, base, device, train_threads)
+             for d, k in todo]
+    import torch
+
+    results = pool.map(_run_task, tasks, desc="latent sweep", unit="run", total=len(todo), every=1,
+                       resources=gpu_resources(device), retries=RETRIES, torch_threads=torch.get_num_threads())
+    evaluations.update(zip(todo, results))
+    return evaluations
+
+
+#: Times a training task that failed with an error is run again (a task whose worker died is rescheduled by Dask).
+RETRIES = 2
+_TEST_SETS: dict = {}  # in a worker: the test sets read so far
+
+
+def _run_task(run: Path, d: int, k: int, model: str, model_options: dict, preset: str, overrides: dict, data: DataConfig,
+              test_config: DataConfig, seed: int, fingerprint: str, base, device, threads) -> dict:
+    """Run (d, k) on a Dask worker: the test set read there (and checked to be the client's), then :func:`_run`."""
+    key = (json.dumps(test_config.record(), sort_keys=True), seed)
+    if key not in _TEST_SETS:
+        test = test_images(test_config, seed=seed)
+        if _fingerprint(test) != fingerprint:
+            raise BlindspotError(f"a worker read other test images from '{test_config.data}' than this process; every "
+                                 "worker must read the same data (the same paths and files).")
+        _TEST_SETS.clear()
+        _TEST_SETS[key] = test
+    return _run(run, d, k, model, model_options, preset, overrides, data, _TEST_SETS[key], base, device, threads)
+
+
+@contextmanager
+def _run_lock(run: Path):
+    """Hold ``runs/.{name}.lock`` (an exclusive ``flock``) while run ``run`` is trained and evaluated.
+
+    Two attempts at one run (a task Dask started again while the first still ran, or two sweeps of
+    the same folder) then take turns instead of writing the same ``RUN.partial``; the lock goes with
+    the process that held it, so a killed worker never leaves it taken. Without ``fcntl`` (Windows)
+    there is no lock.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on POSIX
+        yield
+        return
+    run.parent.mkdir(parents=True, exist_ok=True)
+    handle = os.open(run.parent / f".{run.name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)  # releases the lock
+
+
+def _record_execution(out: Path, pool) -> None:
+    """Add this invocation's execution (in-process, local cluster or scheduler; number of workers) to ``sweep.json``."""
+    saved = load_json(out / "sweep.json")
+    saved["executions"] = [*saved.get("executions", []), execution_record(pool)]
+    write_json(out / "sweep.json", saved)
 
 
 def _fingerprint(test) -> str:
@@ -206,17 +303,30 @@ def _fingerprint(test) -> str:
                             anomalous=None if test.anomalous is None else test.anomalous.tolist())
 
 
-def _run(run: Path, d: int, k: int, model: str, model_options: dict, preset: str, overrides: dict, data: DataConfig,
-         test, base, device, threads) -> dict:
-    """Train (or resume) run (d, k) and evaluate it, unless both are done already."""
-    config = make_config(preset, **{**overrides, "seed": base.seed + k})
-    evaluation_file = run / EVALUATION
-    trained = _trained(run, config.steps)
-    fingerprint = _fingerprint(test)
-    if trained and evaluation_file.is_file() and (run / BOOTSTRAP).is_file():
-        saved = load_json(evaluation_file)
+def _finished(run: Path, steps: int | None, fingerprint: str) -> dict | None:
+    """The record of run ``run`` when it is trained and evaluated on the test set ``fingerprint``, else None."""
+    if _trained(run, steps) and (run / EVALUATION).is_file() and (run / BOOTSTRAP).is_file():
+        saved = load_json(run / EVALUATION)
         if saved.get("test_set") == fingerprint:
             return saved
+    return None
+
+
+def _run(run: Path, d: int, k: int, model: str, model_options: dict, preset: str, overrides: dict, data: DataConfig,
+         test, base, device, threads) -> dict:
+    """Train (or resume) run (d, k) and evaluate it, unless both are done already (holding the run's lock)."""
+    with _run_lock(run):
+        return _train_and_evaluate(run, d, k, model, model_options, preset, overrides, data, test, base, device, threads)
+
+
+def _train_and_evaluate(run: Path, d: int, k: int, model: str, model_options: dict, preset: str, overrides: dict,
+                        data: DataConfig, test, base, device, threads) -> dict:
+    config = make_config(preset, **{**overrides, "seed": base.seed + k})
+    fingerprint = _fingerprint(test)
+    saved = _finished(run, config.steps, fingerprint)
+    if saved is not None:
+        return saved
+    trained = _trained(run, config.steps)
     if not trained:  # new, or interrupted (``run.partial`` holds its last.pt: train continues it)
         train(config, run, model_name=model, model_options={**model_options, "d": d}, data=data,
               resume=run.exists(), device=device, threads=threads)
@@ -228,7 +338,7 @@ def _run(run: Path, d: int, k: int, model: str, model_options: dict, preset: str
               **run_metrics(evaluation), "image_scores": [row["image_score"] for row in evaluation.per_case],
               "versions": provenance()}
     evaluation.cases.save(run / BOOTSTRAP)
-    write_json(evaluation_file, record)
+    write_json(run / EVALUATION, record)
     return record
 
 

@@ -21,6 +21,7 @@ from blindspot.data import DataConfig, resolve, whole_volumes
 from blindspot.data.io import read_centers
 from blindspot.data.nifti import DEFAULT_SLICE
 from blindspot.errors import BlindspotError
+from blindspot.execution import Execution, execution_record, open_pool
 from blindspot.metrics.bootstrap import CONFIDENCE, N_RESAMPLES, mean_intervals
 from blindspot.experiments.model_pitfalls import RECONSTRUCT, match_blur
 from blindspot.experiments.pitfalls import (
@@ -170,7 +171,7 @@ def _arrays(result: dict) -> dict:
 
 
 def write_volume_intensity(folder: Path, volumes, data: DataConfig, slices, parameters: dict, *, centers=None,
-                           threads: int | None = None) -> dict:
+                           threads: int | None = None, pool=None) -> dict:
     """Compute experiment 1 on whole volumes and write its files into ``folder``; returns the arrays."""
     intensities, sigmas = intensity_grid_axes(parameters["n_intensities"], parameters["n_sigmas"], parameters["sigma_max"])
     explicit, centers_record = _centers(centers)
@@ -178,13 +179,13 @@ def write_volume_intensity(folder: Path, volumes, data: DataConfig, slices, para
     result = volume_intensity_experiment(volumes, intensities=intensities, sigmas=sigmas, radius=parameters["radius"],
                                          radius_unit=parameters["radius_unit"], seed=parameters["seed"], centers=explicit,
                                          axis=data.axis, slices=slices, compare_slices=compare, threads=threads,
-                                         cache_dir=folder / CACHE, keep_inputs=parameters["save_inputs"])
+                                         cache_dir=folder / CACHE, keep_inputs=parameters["save_inputs"], pool=pool)
     arrays = {**_arrays(result), **_intervals(result["ap_per_volume"], parameters)}
     if compare:
         arrays.update(_intervals(result["slice_ap_per_volume"], parameters, "slice_"))
     save_npz(folder / "results.npz", **arrays)
     write_json(folder / "config.json", _config(COMMANDS["intensity"], volumes, parameters, result, centers=centers_record,
-                                               inputs=[_centers_file(centers)]))
+                                               inputs=[_centers_file(centers)], execution=execution_record(pool)))
     equalized = " (histogram-equalised)" if data.preparation.equalize else ""
     table = blind_spot_table(result["intensities"], result["sigmas"], result["ap"])
     text = (f"# Experiment 1 on whole volumes: anomaly intensity × reconstruction error{equalized}\n\n"
@@ -217,7 +218,8 @@ def write_volume_intensity(folder: Path, volumes, data: DataConfig, slices, para
 def run_volume_intensity(out: str | Path, data: DataConfig = DataConfig(), *, radius: float = 20, radius_unit: str = "voxel",
                          n_intensities: int = 100, n_sigmas: int = 100, sigma_max: float = 5.0, seed: int = 0, centers=None,
                          compare_slices: bool = False, save_inputs: bool = False, threads: int | None = None,
-                         bootstrap: int = N_RESAMPLES, confidence: float = CONFIDENCE, overwrite: bool = False) -> Path:
+                         bootstrap: int = N_RESAMPLES, confidence: float = CONFIDENCE, overwrite: bool = False,
+                         execution: Execution | None = None) -> Path:
     """Experiment 1 on whole volumes (``blindspot pitfalls intensity --volumes``) into the result folder ``out``.
 
     ``centers``: None (sampled from ``seed``), an ``(N, 3)`` array or a file
@@ -232,8 +234,8 @@ def run_volume_intensity(out: str | Path, data: DataConfig = DataConfig(), *, ra
     volumes = _volumes(data)
     parameters["slices"] = None if slices is None else list(slices)
     parameters["axis"] = data.axis
-    with result_folder(out, overwrite=overwrite, inputs=inputs) as folder:
-        write_volume_intensity(folder, volumes, data, slices, parameters, centers=centers, threads=threads)
+    with open_pool(execution) as pool, result_folder(out, overwrite=overwrite, inputs=inputs) as folder:
+        write_volume_intensity(folder, volumes, data, slices, parameters, centers=centers, threads=threads, pool=pool)
     return Path(out)
 
 
@@ -270,7 +272,7 @@ def _match_centers(match: Path) -> np.ndarray:
 
 
 def write_volume_texture(folder: Path, volumes, data: DataConfig, slices, parameters: dict, *, match: Path | None = None,
-                         centers=None, threads: int | None = None) -> dict:
+                         centers=None, threads: int | None = None, pool=None) -> dict:
     """Compute experiment 2 on whole volumes, match each texture to an intensity, and write the files."""
     intensities, sigmas = intensity_grid_axes(parameters["n_intensities"], parameters["n_sigmas"], parameters["sigma_max"])
     explicit, centers_record = _centers(centers)
@@ -284,7 +286,7 @@ def write_volume_texture(folder: Path, volumes, data: DataConfig, slices, parame
                                        radius_unit=parameters["radius_unit"], seed=parameters["seed"], centers=explicit,
                                        match_intensities=None if match is not None else intensities, axis=data.axis,
                                        slices=slices, compare_slices=compare, threads=threads, cache_dir=folder / CACHE,
-                                       keep_inputs=parameters["save_inputs"])
+                                       keep_inputs=parameters["save_inputs"], pool=pool)
     if match is None:
         reference_ap, matched_to = result["intensity_ap"], "an intensity grid computed on the same volumes and centres"
     else:
@@ -299,7 +301,8 @@ def write_volume_texture(folder: Path, volumes, data: DataConfig, slices, parame
     save_npz(folder / "results.npz", **arrays)
     write_json(folder / "config.json", _config(COMMANDS["texture"], volumes, parameters, result, centers=centers_record,
                                                match=None if match is None else os.path.relpath(match, folder),
-                                               inputs=[_centers_file(centers), match and Path(match) / "results.npz"]))
+                                               inputs=[_centers_file(centers), match and Path(match) / "results.npz"],
+                                               execution=execution_record(pool)))
     s25, s1 = (int(np.argmin(np.abs(sigmas - target))) for target in (0.25, 1.0))
     rows = [[name, f"{arrays['matched_intensity'][k]:.3f}" if quality["matched"][k] else
              f"no match (closest {arrays['matched_intensity'][k]:.3f})", f"{quality['mean_abs'][k]:.3f}",
@@ -334,7 +337,7 @@ def run_volume_texture(out: str | Path, data: DataConfig = DataConfig(), *, radi
                        n_intensities: int = 100, n_sigmas: int = 100, sigma_max: float = 5.0, seed: int = 0, centers=None,
                        match: str | Path | None = None, compare_slices: bool = False, save_inputs: bool = False,
                        threads: int | None = None, bootstrap: int = N_RESAMPLES, confidence: float = CONFIDENCE,
-                       overwrite: bool = False) -> Path:
+                       overwrite: bool = False, execution: Execution | None = None) -> Path:
     """Experiment 2 on whole volumes (``blindspot pitfalls texture --volumes``) into the result folder ``out``."""
     inputs = [data.data, match, _centers_file(centers)]
     check_output(out, inputs=inputs, overwrite=overwrite)
@@ -345,9 +348,9 @@ def run_volume_texture(out: str | Path, data: DataConfig = DataConfig(), *, radi
     volumes = _volumes(data)
     parameters["slices"] = None if slices is None else list(slices)
     parameters["axis"] = data.axis
-    with result_folder(out, overwrite=overwrite, inputs=inputs) as folder:
+    with open_pool(execution) as pool, result_folder(out, overwrite=overwrite, inputs=inputs) as folder:
         write_volume_texture(folder, volumes, data, slices, parameters, match=Path(match) if match else None,
-                             centers=centers, threads=threads)
+                             centers=centers, threads=threads, pool=pool)
     return Path(out)
 
 
@@ -359,14 +362,16 @@ def run_volume_model(out: str | Path, checkpoint: str | Path, data: DataConfig =
                      radius: float = 20, radius_unit: str = "voxel", n_intensities: int = 100, n_sigmas: int = 100,
                      sigma_max: float = 5.0, seed: int = 0, centers=None, match: str | Path | None = None,
                      save_inputs: bool = False, batch_size: int = 64, device: str | None = None, threads: int | None = None,
-                     bootstrap: int = N_RESAMPLES, confidence: float = CONFIDENCE, overwrite: bool = False) -> Path:
+                     bootstrap: int = N_RESAMPLES, confidence: float = CONFIDENCE, overwrite: bool = False,
+                     execution: Execution | None = None) -> Path:
     """Experiment 3 on whole volumes (``blindspot pitfalls model --volumes``) into the result folder ``out``.
 
     A 2-D model reconstructs every slice of each volume along ``data.axis`` (batched); the map
     covers the whole volume and AP is over every voxel. The volumes are normalised and equalised
     as the model's checkpoint says; they are not resized, so their slices must have the model's
     size. The model's curve is matched to the whole-volume blur grid on the same volumes and
-    centres (computed, or ``match``).
+    centres (computed, or ``match``). On a cluster (``execution``) the workers compute that blur
+    grid; the model's passes run in this process.
     """
     from blindspot.models.checkpoint import load_model
 
@@ -384,7 +389,7 @@ def run_volume_model(out: str | Path, checkpoint: str | Path, data: DataConfig =
     volumes = _volumes(data)
     parameters.update(slices=None if slices is None else list(slices), axis=data.axis)
     intensities, sigmas = intensity_grid_axes(n_intensities, n_sigmas, sigma_max)
-    with result_folder(out, overwrite=overwrite, inputs=inputs) as folder:
+    with open_pool(execution) as pool, result_folder(out, overwrite=overwrite, inputs=inputs) as folder:
         explicit, centers_record = _centers(centers)
         reference = None
         if match is not None:
@@ -396,7 +401,7 @@ def run_volume_model(out: str | Path, checkpoint: str | Path, data: DataConfig =
         else:
             reference = volume_intensity_experiment(volumes, intensities=intensities, sigmas=sigmas, radius=radius,
                                                     radius_unit=radius_unit, seed=seed, centers=explicit, axis=data.axis,
-                                                    slices=slices, threads=threads, cache_dir=folder / CACHE)
+                                                    slices=slices, threads=threads, cache_dir=folder / CACHE, pool=pool)
             explicit = reference["centers"]
             matched_to = "computed on the same volumes and centres"
         result = volume_model_experiment(model, volumes, intensities=intensities, centers=explicit, radius=radius,
@@ -417,7 +422,8 @@ def run_volume_model(out: str | Path, checkpoint: str | Path, data: DataConfig =
         config = _config(COMMANDS["model"], volumes, parameters, result, model=model.config, centers=centers_record,
                          checkpoint={"path": str(checkpoint), "input_range": list(model.input_range),
                                      "preparation": model.preparation},
-                         match=matched_to, inputs=[checkpoint, _centers_file(centers), match and Path(match) / "results.npz"])
+                         match=matched_to, inputs=[checkpoint, _centers_file(centers), match and Path(match) / "results.npz"],
+                         execution=execution_record(pool))
         write_json(folder / "config.json", config)
         write_text(folder / "summary.md", _model_summary(arrays, config, volumes, parameters))
         save_figure(plot_model_curve(arrays, label=model_label(model.config)), folder / "curve.png")

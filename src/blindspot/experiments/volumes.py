@@ -127,8 +127,14 @@ def _display(volume) -> str:
 
 def _run(volumes, rows_for: Callable, *, sigmas: np.ndarray, radius: float, radius_unit: str, seed: int,
          centers, axis: int, slices: Sequence[int] | None, compare_slices: bool, threads: int | None,
-         cache_dir: str | Path | None, keep_inputs: bool, kind: str, key_params: dict) -> dict:
-    """The loop over volumes shared by both experiments: centre, label, rows of values, grid (and the slice grid)."""
+         cache_dir: str | Path | None, keep_inputs: bool, kind: str, key_params: dict, pool=None) -> dict:
+    """The loop over volumes shared by both experiments: centre, label, rows of values, grid (and the slice grid).
+
+    Volumes are read one at a time here (the centres are drawn volume after volume). With ``pool``
+    each volume not in the cache is one task on the cluster (:func:`volume_task`): the worker reads
+    the volume again (its path travels, not its voxels; a volume read differently there is an
+    error) and computes every σ; this process writes the cache.
+    """
     names, read, n = _as_volumes(volumes)
     if n == 0:
         raise BlindspotError("there is no volume to score.")
@@ -141,13 +147,16 @@ def _run(volumes, rows_for: Callable, *, sigmas: np.ndarray, radius: float, radi
     cache = Path(cache_dir) if cache_dir is not None else None
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
-    ap, residual, used, radii_used, spacings, shapes = [], [], [], [], [], []
-    slice_ap, slice_residual, slice_index = [], [], []
-    counts, slice_counts, inputs = np.zeros(HISTOGRAM_BINS, np.int64), np.zeros(HISTOGRAM_BINS, np.int64), []
+    used, radii_used, spacings, shapes, slice_index, inputs, saved = [], [], [], [], [], [], []
+    counts, slice_counts = np.zeros(HISTOGRAM_BINS, np.int64), np.zeros(HISTOGRAM_BINS, np.int64)
     digest = hashlib.sha256()
     edges = np.linspace(0.0, 1.0, HISTOGRAM_BINS + 1)
-    with GridWorkers(threads, folder=cache) as pool, progress(n * len(sigmas), f"{kind} grid on volumes", unit="σ",
-                                                        every=len(sigmas)) as bar:
+    wanted = ("ap", "residual", "slice_ap", "slice_residual") if compare_slices else ("ap", "residual")
+    paths: list = []
+
+    def prepared():
+        """Each volume in turn, read, with its centre, label, rows and cache entry (the metadata recorded on the way)."""
+        nonlocal counts, slice_counts
         for k in range(n):
             volume = read(k)
             x, name = np.ascontiguousarray(volume.image, dtype=np.float32), _display(volume)
@@ -175,37 +184,55 @@ def _run(volumes, rows_for: Callable, *, sigmas: np.ndarray, radius: float, radi
                                              "compare": compare_slices, **key_params}).encode())
             key.update(np.ascontiguousarray(rows))
             path = cache / f"volume-{key.hexdigest()[:16]}-{k:06d}.npz" if cache is not None else None
-            wanted = ("ap", "residual", "slice_ap", "slice_residual") if compare_slices else ("ap", "residual")
-            saved = _cached(path, wanted)
-            if saved is None:
-                grid_ap, grid_residual = pool.grid(x, index, rows, sigmas, box=box, on_sigma=lambda: bar.update(1))
-                saved = {"ap": grid_ap, "residual": grid_residual}
-                if compare_slices:
-                    saved["slice_ap"], saved["slice_residual"] = _slice_grid(x, index, center, rows, axis, sigmas)
-                if path is not None:
-                    save_npz(path, **saved)
-            else:
-                bar.update(len(sigmas))
-            ap.append(saved["ap"])
-            residual.append(saved["residual"])
+            paths.append(path)
+            saved.append(_cached(path, wanted))
             used.append(center)
             radii_used.append(radii)
             spacings.append(np.full(3, np.nan) if volume.spacing is None else np.asarray(volume.spacing, float))
             shapes.append(x.shape)
             counts += np.histogram(x[x > 0], bins=edges)[0]
             if compare_slices:
-                slice_ap.append(saved["slice_ap"])
-                slice_residual.append(saved["slice_residual"])
                 slice_index.append(int(center[axis]))
                 plane = np.take(x, int(center[axis]), axis=axis)
                 slice_counts += np.histogram(plane[plane > 0], bins=edges)[0]
             if keep_inputs:
                 inputs.append(x)
+            yield k, x, box, index, center, rows, volume_key
+
+    def store(k: int, result: dict) -> None:
+        saved[k] = result
+        if paths[k] is not None:
+            save_npz(paths[k], **result)
+
+    if pool is None:
+        with GridWorkers(threads, folder=cache) as workers, progress(n * len(sigmas), f"{kind} grid on volumes", unit="σ",
+                                                                     every=len(sigmas)) as bar:
+            for k, x, box, index, center, rows, _ in prepared():
+                if saved[k] is not None:
+                    bar.update(len(sigmas))
+                    continue
+                grid_ap, grid_residual = workers.grid(x, index, rows, sigmas, box=box, on_sigma=lambda: bar.update(1))
+                result = {"ap": grid_ap, "residual": grid_residual}
+                if compare_slices:
+                    result["slice_ap"], result["slice_residual"] = _slice_grid(x, index, center, rows, axis, sigmas)
+                store(k, result)
+    else:
+        todo: list[int] = []
+
+        def tasks():
+            for k, x, _, _, center, rows, volume_key in prepared():
+                if saved[k] is None:
+                    todo.append(k)
+                    source = (volumes.read, k) if hasattr(volumes, "reader") else x
+                    yield source, volume_key, center, radii_used[k], rows, [float(s) for s in sigmas], compare_slices, axis
+
+        pool.map(volume_task, tasks(), desc=f"{kind} grid on volumes", unit="σ", total=n * len(sigmas),
+                 weight=lambda i: len(sigmas), on_result=lambda i, result: store(todo[i], result), every=len(sigmas))
     digest.update(json.dumps({}).encode())
     result = {
         "sigmas": np.asarray(sigmas, float),
-        "ap_per_volume": np.stack(ap),
-        "residual_per_volume": np.stack(residual),
+        "ap_per_volume": np.stack([entry["ap"] for entry in saved]),
+        "residual_per_volume": np.stack([entry["residual"] for entry in saved]),
         "centers": np.stack(used).astype(np.int64),
         "radius_voxels": np.stack(radii_used),
         "spacing": np.stack(spacings),
@@ -217,10 +244,35 @@ def _run(volumes, rows_for: Callable, *, sigmas: np.ndarray, radius: float, radi
     }
     if compare_slices:
         result.update(slice_axis=np.int64(axis), slice_index=np.asarray(slice_index, np.int64),
-                      slice_ap_per_volume=np.stack(slice_ap), slice_residual_per_volume=np.stack(slice_residual),
+                      slice_ap_per_volume=np.stack([entry["slice_ap"] for entry in saved]),
+                      slice_residual_per_volume=np.stack([entry["slice_residual"] for entry in saved]),
                       slice_histogram_counts=slice_counts)
     if keep_inputs:
         result["inputs"] = np.stack(inputs)
+    return result
+
+
+def volume_task(source, volume_key: str, center: np.ndarray, radii: np.ndarray, rows: np.ndarray, sigmas: Sequence[float],
+                compare_slices: bool, axis: int) -> dict:
+    """Every σ of one volume (a task on a Dask worker): read the volume, check it, and compute as :func:`_run` does.
+
+    ``source`` is ``(read, k)`` (the worker reads volume k itself) or the volume's array.
+    """
+    if isinstance(source, np.ndarray):
+        x = source
+    else:
+        read, k = source
+        volume = read(k)
+        x = np.ascontiguousarray(volume.image, dtype=np.float32)
+        if hashlib.sha256(x).hexdigest() != volume_key:
+            raise BlindspotError(f"a worker read {_display(volume)} with other voxels than this process; every worker must "
+                                 "read the same data (the same paths, files and versions).")
+    index = ball_voxels(x, center, radii)
+    with GridWorkers(1) as workers:
+        grid_ap, grid_residual = workers.grid(x, index, rows, sigmas, box=foreground_box(x))
+    result = {"ap": grid_ap, "residual": grid_residual}
+    if compare_slices:
+        result["slice_ap"], result["slice_residual"] = _slice_grid(x, index, center, rows, axis, sigmas)
     return result
 
 
@@ -255,6 +307,7 @@ def volume_intensity_experiment(
     threads: int | None = None,
     cache_dir: str | Path | None = None,
     keep_inputs: bool = False,
+    pool=None,
 ) -> dict:
     """Experiment 1 on whole volumes: AP of a constant-intensity ball for every (intensity, σ) cell.
 
@@ -286,12 +339,14 @@ def volume_intensity_experiment(
     ``compare_slices`` also ``slice_axis``, ``slice_index`` (N,), ``slice_ap`` (I, S),
     ``slice_ap_per_volume`` (N, I, S), ``slice_residual_mean`` (I, S), ``slice_histogram_counts``;
     with ``keep_inputs`` the volumes as scored, ``inputs`` (N, X, Y, Z).
+
+    ``pool``: a :class:`blindspot.execution.Pool` whose workers compute the volumes (:func:`_run`).
     """
     intensities = np.asarray(intensities, float)
     values = intensities.astype(np.float32)[:, None]
     result = _run(volumes, lambda x, index, center, radii, rng: values, sigmas=np.asarray(sigmas, float),
                   radius=radius, radius_unit=radius_unit, seed=seed, centers=centers, axis=axis, slices=slices,
-                  compare_slices=compare_slices, threads=threads, cache_dir=cache_dir, keep_inputs=keep_inputs,
+                  compare_slices=compare_slices, threads=threads, cache_dir=cache_dir, keep_inputs=keep_inputs, pool=pool,
                   kind="intensity", key_params={"kind": "intensity"})
     _mean_over_volumes(result)
     if compare_slices:
@@ -315,6 +370,7 @@ def volume_texture_experiment(
     threads: int | None = None,
     cache_dir: str | Path | None = None,
     keep_inputs: bool = False,
+    pool=None,
 ) -> dict:
     """Experiment 2 on whole volumes: AP of 3-D pixel shuffle, sink and source for every σ.
 
@@ -344,7 +400,7 @@ def volume_texture_experiment(
 
     result = _run(volumes, rows_for, sigmas=np.asarray(sigmas, float), radius=radius, radius_unit=radius_unit,
                   seed=seed, centers=centers, axis=axis, slices=slices, compare_slices=compare_slices, threads=threads,
-                  cache_dir=cache_dir, keep_inputs=keep_inputs, kind="texture",
+                  cache_dir=cache_dir, keep_inputs=keep_inputs, pool=pool, kind="texture",
                   key_params={"kind": "texture", "textures": textures, "seed": seed})
     t = len(textures)
     out = {"textures": np.asarray(textures), **result}
