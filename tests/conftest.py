@@ -39,3 +39,24 @@ def torch_one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def run_cli(args, capsys):
+    """Run the CLI in-process on ``args`` (any values, turned into strings): ``(exit status, captured out/err)``."""
+    from blindspot.cli import main
+
+    code = main([str(a) for a in args])
+    return code, capsys.readouterr()
+
+
+def assert_one_error(code: int, err: str, *fragments: str, pattern: str | None = None) -> None:
+    """A refused command: exit status 2 and one ``error: ...`` line holding ``fragments`` (and ``pattern``), no traceback."""
+    import re
+
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    if pattern is not None:
+        assert re.search(pattern, lines[0]), lines[0]

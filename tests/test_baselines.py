@@ -9,10 +9,7 @@ from blindspot.baselines import BASELINES, ZScore, baseline_maps, image_baseline
 from blindspot.cli import as_flags, main
 from blindspot.errors import BlindspotError
 
-try:
-    from data_fixtures import brain_slice, make_brats2021, save_png
-except ImportError:  # the fixtures' older home
-    from eval_fixtures import brain_slice, make_brats2021, save_png
+from eval_fixtures import brain_slice, make_brats2021, save_png
 
 
 def test_image_baseline_is_a_float32_copy():

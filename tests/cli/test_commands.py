@@ -12,6 +12,7 @@ import pytest
 import blindspot.demo as demo
 from blindspot.cli import FLAGS, as_flags, cli, main
 from blindspot.results import MARKER
+from conftest import assert_one_error, run_cli as run
 
 SMALL = ["--n-intensities", "6", "--n-sigmas", "4", "--sigma-max", "3"]
 
@@ -25,16 +26,6 @@ def commands(group=cli, path=()):
             yield (*path, name), command
 
 
-def run(args, capsys):
-    code = main([str(a) for a in args])
-    return code, capsys.readouterr()
-
-
-def one_line_error(code, io, text):
-    assert code == 2, io.err
-    lines = io.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in io.err, io.err
-    assert text in lines[0], lines[0]
 
 
 # ---------------------------------------------------------------------------------------- help and flags
@@ -133,7 +124,7 @@ def test_a_library_error_is_one_line_naming_the_flag(tmp_path, capsys, args, mes
     if args[:2] == ["pitfalls", "texture"]:
         args += ["--size", "32"]
     code, io = run(args, capsys)
-    one_line_error(code, io, message)
+    assert_one_error(code, io.err, message)
     assert not (tmp_path / "o").exists() and not (tmp_path / "o.partial").exists()
 
 
@@ -176,7 +167,7 @@ def test_texture_command_matches_to_experiment_1(nifti_folder, tmp_path, capsys)
     assert (exp2 / "textures.png").exists() and (exp2 / MARKER).is_file()
     other = ["--data", nifti_folder, "--slice", "13", "--radius", "8", *SMALL]
     code, io = run(["pitfalls", "texture", *other, "--match", exp1, "--out", tmp_path / "x"], capsys)
-    one_line_error(code, io, "other images")
+    assert_one_error(code, io.err, "other images")
 
 
 @pytest.mark.parametrize(
@@ -210,11 +201,11 @@ def test_existing_output_needs_overwrite_which_replaces_only_blindspot_folders(t
     (tmp_path / "out").mkdir()
     for overwrite in ([], ["--overwrite"]):  # a folder blindspot did not write is never replaced
         code, io = run(["pitfalls", "intensity", "--out", tmp_path / "out", "--size", "32", *overwrite, *SMALL], capsys)
-        one_line_error(code, io, "was not written by blindspot")
+        assert_one_error(code, io.err, "was not written by blindspot")
     assert list((tmp_path / "out").iterdir()) == []
     assert run(["pitfalls", "intensity", "--out", tmp_path / "mine", "--size", "32", *SMALL], capsys)[0] == 0
     code, io = run(["pitfalls", "intensity", "--out", tmp_path / "mine", "--size", "32", *SMALL], capsys)
-    one_line_error(code, io, "pass --overwrite")
+    assert_one_error(code, io.err, "pass --overwrite")
     code, io = run(["pitfalls", "intensity", "--out", tmp_path / "mine", "--size", "32", "--seed", "2", "--overwrite", *SMALL],
                    capsys)
     assert code == 0, io.err
@@ -248,7 +239,7 @@ def test_train_then_every_command_on_its_checkpoint(tmp_path, capsys, torch_one_
     metrics = json.loads((evaluation / "metrics.json").read_text())["metrics"]
     assert metrics["n_cases"] == 20 and 0 <= metrics["pixel"]["ap"] <= 1 and (evaluation / "overlays").is_dir()
     code, io = run(["evaluate", "--checkpoint", checkpoint, "--size", "64", "--out", tmp_path / "bad"], capsys)
-    one_line_error(code, io, "--size 64 conflicts with the preparation")
+    assert_one_error(code, io.err, "--size 64 conflicts with the preparation")
     code, io = run(["list-models"], capsys)
     assert code == 0 and io.out.splitlines()[0].split()[0] and "bench-ae" in io.out and "d=" in io.out
 
@@ -296,4 +287,4 @@ def test_demo_end_to_end(tmp_path, capsys, monkeypatch, torch_one_thread):
     with np.load(out / "intensity-equalized/results.npz") as eq, np.load(out / "intensity/results.npz") as plain:
         assert eq["ap"].shape == plain["ap"].shape == (4, 3) and not np.array_equal(eq["ap"], plain["ap"])
     code, io = run(["demo", "--out", out], capsys)
-    one_line_error(code, io, "pass --overwrite")
+    assert_one_error(code, io.err, "pass --overwrite")

@@ -14,10 +14,7 @@ from blindspot.cli import main
 from blindspot.evaluation import MapsFolder, make_options, run_evaluation
 from blindspot.results import MARKER, file_sha256
 
-try:
-    from data_fixtures import SIZE, make_maps
-except ImportError:  # the fixtures' older home
-    from eval_fixtures import SIZE, make_maps
+from eval_fixtures import SIZE, make_maps
 
 
 def run(args, capsys, overlays=0):

@@ -25,10 +25,8 @@ from blindspot.models import create_model
 from blindspot.models.checkpoint import save_checkpoint
 from blindspot.models.inference import reconstruct
 
-try:
-    from data_fixtures import make_brats2021, make_brats_nifti, make_maps, make_mood
-except ImportError:  # the fixtures' older home
-    from eval_fixtures import make_brats2021, make_brats_nifti, make_maps, make_mood
+from eval_fixtures import make_brats2021, make_brats_nifti, make_maps, make_mood
+from conftest import assert_one_error
 
 
 def run(args, capsys, overlays=0):
@@ -37,13 +35,6 @@ def run(args, capsys, overlays=0):
         args = [*args, "--overlays", overlays]
     code = main(["evaluate", *map(str, args)])
     return code, capsys.readouterr()
-
-
-def one_line_error(code, io, pattern):
-    assert code == 2, io.err
-    lines = io.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in io.err, io.err
-    assert re.search(pattern, lines[0]), lines[0]
 
 
 # ---------------------------------------------------------------------------------------- maps folders
@@ -85,7 +76,7 @@ def test_cli_mismatched_and_corrupt_files_give_one_line(tmp_path, capsys, kind, 
     f = make_maps(tmp_path / "m")
     _break(kind, f)
     code, io = run(["--maps", f["maps"], "--labels", f["labels"], "--out", tmp_path / "o"], capsys)
-    one_line_error(code, io, message)
+    assert_one_error(code, io.err, pattern=message)
     assert not (tmp_path / "o").exists() and not (tmp_path / "o.partial").exists()
 
 
@@ -106,7 +97,7 @@ def test_cli_usage_errors(tmp_path, capsys, args, message):
     f = make_maps(tmp_path / "m", n=2)
     args = [a.format(o=tmp_path / "o", maps=f["maps"], labels=f["labels"], tmp=tmp_path) for a in args]
     code, io = run(args, capsys)
-    one_line_error(code, io, message)
+    assert_one_error(code, io.err, pattern=message)
     assert not (tmp_path / "o").exists()
 
 
@@ -125,7 +116,7 @@ def test_validation_maps_identical_to_the_test_maps_are_refused(tmp_path, capsys
     for val_maps in (f["maps"], copy):
         code, io = run(["--maps", f["maps"], "--labels", f["labels"], "--val-maps", val_maps, "--val-labels", f["labels"],
                         "--threshold", "val-dice", "--out", tmp_path / "o"], capsys)
-        one_line_error(code, io, r"--val-maps '.*' holds maps identical to test maps")
+        assert_one_error(code, io.err, pattern=r"--val-maps '.*' holds maps identical to test maps")
     with pytest.raises(BlindspotError, match="`val_maps` .* identical to test maps"):
         MapsFolder(str(f["maps"]), str(f["labels"]), val_maps=str(copy)).cases(0)
     other = make_maps(tmp_path / "v", seed=3)
@@ -137,10 +128,10 @@ def test_validation_maps_identical_to_the_test_maps_are_refused(tmp_path, capsys
 def test_val_fraction_with_the_oracle_threshold_is_refused(tmp_path, capsys):
     f = make_maps(tmp_path / "m")
     code, io = run(["--maps", f["maps"], "--labels", f["labels"], "--val-fraction", "0.3", "--out", tmp_path / "o"], capsys)
-    one_line_error(code, io, "--val-fraction has no effect here: it applies with --threshold val-dice or fpr")
+    assert_one_error(code, io.err, pattern="--val-fraction has no effect here: it applies with --threshold val-dice or fpr")
     code, io = run(["--maps", f["maps"], "--labels", f["labels"], "--preset", "benchmark", "--val-fraction", "0.3",
                     "--out", tmp_path / "o"], capsys)
-    one_line_error(code, io, "--val-fraction has no effect here")
+    assert_one_error(code, io.err, pattern="--val-fraction has no effect here")
     assert not (tmp_path / "o").exists()
 
 
@@ -210,10 +201,10 @@ def test_training_images_overlapping_the_test_images_are_refused(tmp_path, capsy
     extra = ["--slice", "2"] if which == "nifti" else ["--size", "32"]
     code, io = run(["--baseline", "zscore", "--data", data, "--train-data", data, "--split", "test", *extra,
                     "--out", tmp_path / "o"], capsys)
-    one_line_error(code, io, "the zscore training images and the test images share")
+    assert_one_error(code, io.err, pattern="the zscore training images and the test images share")
     if which == "nifti":  # all volumes include the train split (for the template, "all" is its test slices)
         code, io = run(["--baseline", "zscore", "--data", data, "--split", "all", *extra, "--out", tmp_path / "o"], capsys)
-        one_line_error(code, io, "the zscore training images and the test images share")
+        assert_one_error(code, io.err, pattern="the zscore training images and the test images share")
     assert not (tmp_path / "o").exists()
     code, io = run(["--baseline", "zscore", "--data", data, *extra, "--out", tmp_path / "ok"], capsys)
     assert code == 0, io.err
@@ -223,7 +214,7 @@ def test_validation_data_overlapping_the_test_data_are_refused(tmp_path, capsys)
     root = make_brats2021(tmp_path / "b")
     code, io = run(["--baseline", "image", "--data", root, "--val-data", root, "--threshold", "val-dice", "--out", tmp_path / "o"],
                    capsys)
-    one_line_error(code, io, "the validation images and the test images share")
+    assert_one_error(code, io.err, pattern="the validation images and the test images share")
     with pytest.raises(BlindspotError, match="validation images and the test images share"):
         OnData(DataConfig(str(root)), baseline="image", val_data=DataConfig(str(root))).cases(0, False)
 
@@ -281,5 +272,5 @@ def test_cli_checkpoint_maps_are_the_models_residuals(tmp_path, capsys, checkpoi
 def test_cli_checkpoint_refuses_another_preparation(tmp_path, capsys, checkpoint, flags, message):
     root = make_brats2021(tmp_path / "b")
     code, io = run(["--checkpoint", checkpoint[0], "--data", root, *flags, "--out", tmp_path / "o"], capsys)
-    one_line_error(code, io, message)
+    assert_one_error(code, io.err, pattern=message)
     assert not (tmp_path / "o").exists()

@@ -11,7 +11,6 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 import blindspot.experiments.runs as runs
-from blindspot.cli import main
 from blindspot.data import DataConfig
 from blindspot.errors import BlindspotError
 from blindspot.experiments.model_pitfalls import match_blur
@@ -20,22 +19,12 @@ from blindspot.models import create_model
 from blindspot.models.checkpoint import save_checkpoint
 from blindspot.results import MARKER, file_sha256
 
-from conftest import brain_volume, save_nifti
+from conftest import brain_volume, save_nifti, assert_one_error, run_cli as cli
 
 SMALL = ["--n-intensities", "6", "--n-sigmas", "4", "--sigma-max", "3"]
 ARRAYS = ("ap", "ap_per_image", "residual_mean", "centers")
 
 
-def cli(args, capsys):
-    code = main([str(a) for a in args])
-    return code, capsys.readouterr()
-
-
-def one_line_error(code, io, text):
-    assert code == 2, io.err
-    lines = io.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in io.err, io.err
-    assert text in lines[0], lines[0]
 
 
 def arrays(folder, keys=ARRAYS):
@@ -103,7 +92,7 @@ def test_bad_centres_give_one_line_naming_the_flag_and_no_folder(nifti_folder, t
     path = next(tmp_path.glob("c.*"))
     for command in ("intensity", "texture"):
         code, io = cli(["pitfalls", command, *data, "--centers", path, "--out", tmp_path / "o"], capsys)
-        one_line_error(code, io, message.format(path))
+        assert_one_error(code, io.err, message.format(path))
         assert not (tmp_path / "o").exists() and not (tmp_path / "o.partial").exists()
 
 
@@ -282,7 +271,7 @@ def test_images_are_resized_to_the_model_and_the_radius_scaled(checkpoints, nift
     assert cli(["pitfalls", "intensity", "--data", nifti_folder, "--slice", "12", "--n-intensities", "4",
                 "--n-sigmas", "3", "--radius", "9", "--size", "32", "--out", exp1], capsys)[0] == 0
     code, io = cli([*args, "--match", exp1, "--out", tmp_path / "x"], capsys)
-    one_line_error(code, io, "has another σ grid; use the same --n-sigmas and --sigma-max")
+    assert_one_error(code, io.err, "has another σ grid; use the same --n-sigmas and --sigma-max")
     assert not (tmp_path / "x").exists()
     code, io = cli([*args, "--n-sigmas", "3", "--match", exp1, "--out", tmp_path / "y"], capsys)
     assert code == 0, io.err
@@ -290,9 +279,9 @@ def test_images_are_resized_to_the_model_and_the_radius_scaled(checkpoints, nift
     assert cli(["pitfalls", "intensity", "--data", nifti_folder, "--slice", "12", "--n-intensities", "4",
                 "--n-sigmas", "3", "--radius", "9", "--out", native], capsys)[0] == 0
     code, io = cli([*args, "--n-sigmas", "3", "--match", native, "--out", tmp_path / "z"], capsys)
-    one_line_error(code, io, "was computed on other images")
+    assert_one_error(code, io.err, "was computed on other images")
     code, io = cli([*args, "--size", "48", "--out", tmp_path / "w"], capsys)
-    one_line_error(code, io, "--size 48 conflicts with the preparation")
+    assert_one_error(code, io.err, "--size 48 conflicts with the preparation")
 
 
 @pytest.mark.parametrize(
@@ -305,24 +294,24 @@ def test_images_are_resized_to_the_model_and_the_radius_scaled(checkpoints, nift
 )
 def test_bad_checkpoints_exit_2_with_a_message(tmp_path, capsys, make, message):
     code, io = cli(["pitfalls", "model", "--checkpoint", make(tmp_path), "--out", tmp_path / "out"], capsys)
-    one_line_error(code, io, message)
+    assert_one_error(code, io.err, message)
     assert not (tmp_path / "out").exists()
 
 
 def test_compare_refuses_other_folders_and_mixed_images(checkpoints, volumes32, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     code, io = cli(["pitfalls", "compare", tmp_path / "empty", "--out", tmp_path / "c"], capsys)
-    one_line_error(code, io, "config.json' does not exist")
+    assert_one_error(code, io.err, "config.json' does not exist")
     exp1 = tmp_path / "exp1"
     assert cli(["pitfalls", "intensity", "--data", volumes32, "--slice", "4", *MODEL_SMALL, "--n-sigmas", "2", "--out", exp1],
                capsys)[0] == 0
     code, io = cli(["pitfalls", "compare", exp1, "--out", tmp_path / "c"], capsys)
-    one_line_error(code, io, "is not an experiment-3 (pitfalls model) result folder")
+    assert_one_error(code, io.err, "is not an experiment-3 (pitfalls model) result folder")
     outs = []
     for k, slice_ in enumerate(("3", "4")):
         outs.append(tmp_path / f"m{k}")
         assert cli(["pitfalls", "model", "--checkpoint", checkpoints[0], "--data", volumes32, "--slice", slice_, *MODEL_SMALL,
                     "--n-sigmas", "2", "--out", outs[-1]], capsys)[0] == 0
     code, io = cli(["pitfalls", "compare", *outs, "--out", tmp_path / "c"], capsys)
-    one_line_error(code, io, "computed on different images")
+    assert_one_error(code, io.err, "computed on different images")
     assert not (tmp_path / "c").exists()

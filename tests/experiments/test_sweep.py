@@ -32,10 +32,8 @@ from blindspot.models import create_model
 from blindspot.results import MARKER
 from blindspot.training import make_config
 
-try:
-    from data_fixtures import make_benchmark, make_brats2021, make_mood
-except ImportError:  # the fixtures' older home
-    from eval_fixtures import make_benchmark, make_brats2021, make_mood
+from eval_fixtures import make_benchmark, make_brats2021, make_mood
+from conftest import run_cli as cli
 
 PIXEL = ("pixel_ap", "best_dice")
 
@@ -103,9 +101,6 @@ def test_run_metrics_equal_sklearn_on_the_loss_maps(normal32, torch_one_thread):
 TINY = ["--steps", "2", "--batch-size", "4", "--size", "32", "--device", "cpu"]
 
 
-def cli(args, capsys):
-    code = main([str(a) for a in args])
-    return code, capsys.readouterr()
 
 
 @pytest.mark.parametrize("kind", ["mni152", "benchmark", "brats2021"])

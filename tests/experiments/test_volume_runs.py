@@ -10,27 +10,15 @@ import pytest
 import torch
 from eval_fixtures import make_brats_nifti, make_folder
 
-from blindspot.cli import main
 from blindspot.experiments.grid import grid_fingerprint
 from blindspot.models import create_model
 from blindspot.models.checkpoint import save_checkpoint
 from blindspot.results import MARKER, file_sha256
 
-from conftest import brain_volume, save_nifti
+from conftest import assert_one_error, brain_volume, save_nifti
+from conftest import run_cli as cli
 
 SMALL = ["--n-intensities", "6", "--n-sigmas", "4", "--sigma-max", "2", "--threads", "1", "--bootstrap", "50"]
-
-
-def cli(args, capsys):
-    code = main([str(a) for a in args])
-    return code, capsys.readouterr()
-
-
-def one_line_error(code, io, text):
-    assert code == 2, io.err
-    lines = io.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in io.err, io.err
-    assert text in lines[0], lines[0]
 
 
 def saved(folder):
@@ -107,7 +95,7 @@ def test_texture_on_whole_volumes_matched_to_an_intensity_folder(volumes, tmp_pa
     bad = tmp_path / "bad"
     code, io = cli(["pitfalls", "texture", "--volumes", "--data", volumes, "--radius", "6", *SMALL, "--match", first,
                     "--out", bad], capsys)
-    one_line_error(code, io, "used another ball radius")
+    assert_one_error(code, io.err, "used another ball radius")
     assert not bad.exists() and not (tmp_path / "bad.partial").exists()
 
 
@@ -122,7 +110,7 @@ def test_radius_in_millimetres_uses_the_header_spacing(tmp_path, capsys):
     assert "ball radius 5 mm, i.e. (5, 5, 2) voxels" in (out / "summary.md").read_text()
     code, io = cli(["pitfalls", "intensity", "--volumes", "--data", path, "--radius", "16", "--radius-unit", "mm", *SMALL,
                     "--out", tmp_path / "big"], capsys)
-    one_line_error(code, io, "the ball does not fit: --radius 16 mm is 16, 16, 6.4 voxels (spacing 1 × 1 × 2.5 mm) in")
+    assert_one_error(code, io.err, "the ball does not fit: --radius 16 mm is 16, 16, 6.4 voxels (spacing 1 × 1 × 2.5 mm) in")
     assert "along axis 2 it must lie in [1, 6) voxels" in io.err and not (tmp_path / "big").exists()
 
 
@@ -158,32 +146,32 @@ def bad_run(capsys, tmp_path, *args):
     out = tmp_path / "out"
     code, io = cli(["pitfalls", "intensity", *args, *SMALL, "--out", out], capsys)
     assert not out.exists() and not (tmp_path / "out.partial").exists()
-    return code, io
+    return code, io.err
 
 
 def test_bad_inputs_are_one_sentence_without_a_folder(volumes, tmp_path, capsys):
     flat = tmp_path / "flat.nii.gz"
     nib.save(nib.Nifti1Image(np.ones((16, 16), np.float32), np.eye(4)), str(flat))
-    one_line_error(*bad_run(capsys, tmp_path, "--volumes", "--data", flat), f"'{flat}' has shape (16, 16); expected a 3-D volume.")
-    one_line_error(*bad_run(capsys, tmp_path, "--volumes", "--data", volumes, "--radius", "12"),
+    assert_one_error(*bad_run(capsys, tmp_path, "--volumes", "--data", flat), f"'{flat}' has shape (16, 16); expected a 3-D volume.")
+    assert_one_error(*bad_run(capsys, tmp_path, "--volumes", "--data", volumes, "--radius", "12"),
                    "the ball does not fit: --radius 12 voxels in")
     empty = tmp_path / "empty"
     empty.mkdir()
     save_nifti(empty / "a.nii.gz", brain_volume((20, 20, 20)))
     save_nifti(empty / "b.nii.gz", np.zeros((20, 20, 20), np.float32))
-    one_line_error(*bad_run(capsys, tmp_path, "--volumes", "--data", empty, "--radius", "3"),
+    assert_one_error(*bad_run(capsys, tmp_path, "--volumes", "--data", empty, "--radius", "3"),
                    f"'{empty / 'b.nii.gz'}' has an empty foreground (no voxel > 0)")
-    one_line_error(*bad_run(capsys, tmp_path, "--data", volumes, "--radius-unit", "mm"),
+    assert_one_error(*bad_run(capsys, tmp_path, "--data", volumes, "--radius-unit", "mm"),
                    "--radius-unit mm applies to whole volumes: add --volumes.")
-    one_line_error(*bad_run(capsys, tmp_path, "--compare-slices"), "--compare-slices applies to whole volumes: add --volumes.")
-    one_line_error(*bad_run(capsys, tmp_path, "--volumes", "--size", "64"), "--size resizes 2-D images")
-    one_line_error(*bad_run(capsys, tmp_path, "--volumes", "--data", make_folder(tmp_path / "pngs")),
+    assert_one_error(*bad_run(capsys, tmp_path, "--compare-slices"), "--compare-slices applies to whole volumes: add --volumes.")
+    assert_one_error(*bad_run(capsys, tmp_path, "--volumes", "--size", "64"), "--size resizes 2-D images")
+    assert_one_error(*bad_run(capsys, tmp_path, "--volumes", "--data", make_folder(tmp_path / "pngs")),
                    "has the folder layout (2-D images)")
-    one_line_error(*bad_run(capsys, tmp_path, "--volumes", "--data", volumes, "--radius", "3", "--compare-slices"),
+    assert_one_error(*bad_run(capsys, tmp_path, "--volumes", "--data", volumes, "--radius", "3", "--compare-slices"),
                    "slice 128 is out of range for")  # the protocol's slice needs 256-deep volumes: give --slice
     centres = tmp_path / "c.txt"
     centres.write_text("1 2\n3 4\n5 6\n")
-    one_line_error(*bad_run(capsys, tmp_path, "--volumes", "--data", volumes, "--centers", centres),
+    assert_one_error(*bad_run(capsys, tmp_path, "--volumes", "--data", volumes, "--centers", centres),
                    "must hold integer voxel index triples")
 
 

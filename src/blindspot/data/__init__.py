@@ -31,7 +31,7 @@ import numpy as np
 from blindspot.data.benchmark import benchmark_images, brats2021_images
 from blindspot.data.brats import Volume, brats_images, iter_brats_volumes
 from blindspot.data.folder import folder_images
-from blindspot.data.imageset import GEOMETRIES, LAYOUTS, SPLITS, DataConfig, ImageSet, Preparation
+from blindspot.data.imageset import GEOMETRIES, LAYOUTS, SPLITS, DataConfig, ImageSet, Preparation, refuse_overlap, shared_inputs
 from blindspot.data.io import NIFTI_SUFFIXES, is_nifti, stem
 from blindspot.data.mni152 import VALIDATION_SLICES, mni152_slices
 from blindspot.data.nifti import nifti_images, parse_slices
@@ -56,7 +56,9 @@ __all__ = [
     "load",
     "load_training",
     "parse_slices",
+    "refuse_overlap",
     "resolve",
+    "shared_inputs",
     "whole_volumes",
 ]
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from blindspot.errors import BlindspotError
 
-__all__ = ["GEOMETRIES", "LAYOUTS", "SPLITS", "DataConfig", "ImageSet", "Preparation"]
+__all__ = ["GEOMETRIES", "LAYOUTS", "SPLITS", "DataConfig", "ImageSet", "Preparation", "refuse_overlap", "shared_inputs"]
 
 #: Data set layouts (``"auto"`` detects one, see :func:`blindspot.data.detect_layout`).
 LAYOUTS = ("mni152", "nifti", "benchmark", "brats2021", "brats", "folder")
@@ -243,3 +243,17 @@ def check_intensities(images: np.ndarray, names: Sequence[str]) -> None:
         k = int(np.argmax(bad))
         raise BlindspotError(f"{names[k]} has intensities in [{low[k]:.4g}, {high[k]:.4g}]; expected [0, 1] "
                              "(rescale with a percentile normalisation: `normalize`).")
+
+
+def shared_inputs(a: ImageSet, b: ImageSet) -> list[str]:
+    """Files (or, for the embedded template, slices) that two image sets share."""
+    if a.source.get("files") or b.source.get("files"):
+        return sorted(set(a.source.get("files", [])) & set(b.source.get("files", [])))
+    return sorted(set(a.names) & set(b.names))
+
+
+def refuse_overlap(a: ImageSet, b: ImageSet, what: str) -> None:
+    """Raise when two image sets share an input (e.g. training and test images); ``what`` names the pair."""
+    shared = shared_inputs(a, b)
+    if shared:
+        raise BlindspotError(f"the {what} share '{shared[0]}' ({len(shared)} in all); they must be separate images.")

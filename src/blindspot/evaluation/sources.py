@@ -23,7 +23,7 @@ import numpy as np
 
 from blindspot.anomalies import synthetic_test_set
 from blindspot.baselines import BASELINES, ZScore
-from blindspot.data import DataConfig, ImageSet, iter_volumes, load, resolve, volumes_from_names
+from blindspot.data import DataConfig, ImageSet, iter_volumes, load, refuse_overlap, resolve, volumes_from_names
 from blindspot.data.brats import brats_volume, list_subjects
 from blindspot.data.nifti import split_files
 from blindspot.data.io import index_by_stem, is_nifti, read_array
@@ -164,19 +164,6 @@ def baseline_maps(name: str, *, positive: bool = False, train: ImageSet | None =
     zscore = ZScore.fit(train.images)
     record = {"baseline": "zscore", "train_data": train.source, "n_train_images": zscore.n_images, "min_std": zscore.min_std}
     return MapMaker(lambda images: _signed_to_map(zscore.maps(images), positive), record)
-
-
-def shared_inputs(a: ImageSet, b: ImageSet) -> list[str]:
-    """Files (or, for the embedded template, slices) that two image sets share."""
-    if a.source.get("files") or b.source.get("files"):
-        return sorted(set(a.source.get("files", [])) & set(b.source.get("files", [])))
-    return sorted(set(a.names) & set(b.names))
-
-
-def refuse_overlap(a: ImageSet, b: ImageSet, what: str) -> None:
-    shared = shared_inputs(a, b)
-    if shared:
-        raise BlindspotError(f"the {what} share '{shared[0]}' ({len(shared)} in all); they must be separate images.")
 
 
 def test_images(config: DataConfig, *, seed: int = 0) -> ImageSet:

@@ -23,18 +23,20 @@ or non-finite values, or a bad reconstructions folder leaves nothing behind. The
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from blindspot.data import DataConfig, ImageSet, load
+from blindspot.data import DataConfig, ImageSet, load, refuse_overlap, shared_inputs
 from blindspot.errors import BlindspotError
 from blindspot.execution import Execution, execution_record, open_pool
 from blindspot.experiments.audit import audit
 from blindspot.experiments.grid import grid_fingerprint
 from blindspot.experiments.pitfalls import intensity_grid_axes
-from blindspot.experiments.runs import _centers, _centers_file, _grid_parameters, _radius_text, _with_radius
+from blindspot.experiments.runs import centers_file, centers_input, grid_parameters, radius_text, with_radius
 from blindspot.experiments.uncertainty import audit_intervals
+from blindspot.models.device import torch_threads
 from blindspot.models.adapters import ReconstructionFolder, load_adapter, reconstruction_key
 from blindspot.report import markdown_table
 from blindspot.report_html import audit_verdict, ranking_rows, write_audit_html
@@ -65,7 +67,7 @@ def parse_scores(scores: str | Sequence[str] | None) -> list[str]:
 
 
 def audit_images(data: DataConfig) -> ImageSet:
-    """The normal images of the audited split (default: test; all for BraTS subjects), each with a foreground."""
+    """The normal images of the audited split (default: test), each with a foreground."""
     imageset = load(data, default_split="test").normal()
     imageset.require_foreground()
     return imageset
@@ -76,8 +78,6 @@ def _statistics(data: DataConfig, train_data: DataConfig | None, imageset: Image
     else (no separate healthy images) the audited images themselves, said in the record."""
     if not {"rarity", "zscore"} & set(scores):
         return None, {"source": "none (no score needs them)"}
-    from blindspot.evaluation.sources import refuse_overlap, shared_inputs
-
     if train_data is not None:
         train = load(train_data, default_split="train").normal()
         refuse_overlap(train, imageset, "`train_data` images and the audited images")
@@ -88,8 +88,6 @@ def _statistics(data: DataConfig, train_data: DataConfig | None, imageset: Image
         except BlindspotError:
             train = None
         if train is None or len(train) < 2 or shared_inputs(train, imageset) or train.images.shape[1:] != imageset.images.shape[1:]:
-            import warnings
-
             warnings.warn(f"`data` '{data.data}' has no separate healthy train split; the rarity and zscore statistics come "
                           "from the audited images themselves (give `train_data` for separate healthy images).",
                           UserWarning, stacklevel=3)
@@ -101,19 +99,6 @@ def _statistics(data: DataConfig, train_data: DataConfig | None, imageset: Image
     stats = HealthyStats.fit(train.images, scores=scores)
     return stats, {"source": source, "n_images": len(train), "files": list(train.source.get("files", [])),
                    **stats.record()}
-
-
-@contextlib.contextmanager
-def _torch_threads(threads: int | None):
-    import torch
-
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def run_audit(
@@ -180,11 +165,11 @@ def run_audit(
         raise BlindspotError("give either `model` (a file or package.module:function) or `reconstructions` (a folder), "
                              "not both.")
     model_file = str(model) if model is not None and Path(str(model)).expanduser().exists() else None
-    centers_file = _centers_file(centers)
-    inputs = [model_file, weights, reconstructions, data.data, train_data and train_data.data, centers_file]
+    centers_path = centers_file(centers)
+    inputs = [model_file, weights, reconstructions, data.data, train_data and train_data.data, centers_path]
     check_output(out, inputs=inputs, overwrite=overwrite)
     names = parse_scores(scores)
-    parameters = _grid_parameters(radius=radius, n_intensities=n_intensities, n_sigmas=n_sigmas, sigma_max=sigma_max,
+    parameters = grid_parameters(radius=radius, n_intensities=n_intensities, n_sigmas=n_sigmas, sigma_max=sigma_max,
                                   seed=seed, save_inputs=save_inputs, batch_size=batch_size)
     if not (isinstance(batch_size, int) and batch_size >= 1):
         raise BlindspotError(f"`batch_size` must be a positive integer; got {batch_size!r}.")
@@ -205,12 +190,12 @@ def run_audit(
     else:
         folder_source = ReconstructionFolder(reconstructions, input_range=input_range)
     imageset = audit_images(data)
-    parameters = _with_radius(parameters, imageset)
+    parameters = with_radius(parameters, imageset)
     intensities, sigmas = intensity_grid_axes(n_intensities, n_sigmas, sigma_max)
-    explicit, centers_record = _centers(centers)
+    explicit, centers_record = centers_input(centers)
     stats, stats_record = _statistics(data, train_data, imageset, names)
     normal = folder_source.read(imageset.names, imageset.images.shape[1:]) if folder_source is not None else None
-    with _torch_threads(threads), open_pool(execution) as pool:
+    with torch_threads(threads), open_pool(execution) as pool:
         result = audit(adapter, imageset.images, reconstructions=normal, intensities=intensities, sigmas=sigmas,
                        radius=parameters["radius_used"], scores=names, stats=stats, seed=seed, centers=explicit,
                        batch_size=batch_size, device=device, threads=threads, pool=pool)
@@ -226,7 +211,7 @@ def run_audit(
     if model_record.get("source"):
         with contextlib.suppress(OSError):
             model_record["source_sha256"] = file_sha256(model_record["source"])
-    files = [*imageset.source.get("files", []), model_file, weights, centers_file, *stats_record.get("files", []),
+    files = [*imageset.source.get("files", []), model_file, weights, centers_path, *stats_record.get("files", []),
              *(folder_source.files() if folder_source is not None else [])]
     config = {
         "command": "audit", "parameters": parameters, "seed": seed, "model": model_record, "data": imageset.source,
@@ -262,7 +247,7 @@ def summary_markdown(result: dict, config: dict, imageset: ImageSet) -> str:
     size = imageset.images.shape[-1]
     lines = [f"# Audit of `{config['model']['spec']}`", "",
              f"{len(imageset)} normal images from `{imageset.source['data']}` ({imageset.source.get('split')} split) "
-             f"prepared at {size} px; {_radius_text(p, size)}, {len(result['intensities'])} intensities, "
+             f"prepared at {size} px; {radius_text(p, size)}, {len(result['intensities'])} intensities, "
              f"{len(result['sigmas'])} σ in [0, {p['sigma_max']:g}], seed {p['seed']}, centres {config['centers']}.", ""]
     if config.get("note"):
         lines += [config["note"], ""]

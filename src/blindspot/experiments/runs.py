@@ -74,12 +74,12 @@ def experiment_images(data: DataConfig) -> ImageSet:
     return imageset
 
 
-def _centers(centers) -> tuple[np.ndarray | None, str]:
-    """Explicit centres (an array or a file) and how they are recorded."""
+def centers_input(centers, *, dims: int = 2) -> tuple[np.ndarray | None, str]:
+    """Explicit centres (an array, or a file of ``dims`` columns) and how they are recorded."""
     if centers is None:
         return None, "sampled from the seed"
     if isinstance(centers, (str, Path)):
-        return read_centers(centers), str(centers)
+        return read_centers(centers, dims=dims), str(centers)
     return np.asarray(centers), "given explicitly"
 
 
@@ -91,17 +91,18 @@ def _config(command: str, imageset: ImageSet, parameters: dict, *, inputs: Seque
             "input_hashes": input_hashes(files), "versions": provenance()}
 
 
-def _centers_file(centers) -> str | None:
+def centers_file(centers) -> str | None:
+    """The centres file to hash, if the centres came from one."""
     return str(centers) if isinstance(centers, (str, Path)) else None
 
 
-def _radius_text(parameters: dict, size: int) -> str:
+def radius_text(parameters: dict, size: int) -> str:
     used = parameters["radius_used"]
     resized = f" ({used:g} px at the prepared {size} px)" if used != parameters["radius"] else ""
     return f"disk radius {parameters['radius']:g} px{resized}"
 
 
-def _with_radius(parameters: dict, imageset: ImageSet) -> dict:
+def with_radius(parameters: dict, imageset: ImageSet) -> dict:
     """The parameters with the radius at the prepared size, which must fit the images."""
     used = parameters["radius"] * imageset.scale
     h, w = imageset.images.shape[1:]
@@ -122,8 +123,8 @@ def write_intensity(folder: Path, imageset: ImageSet, parameters: dict, *, cente
     ``pool``: a :class:`blindspot.execution.Pool` whose workers compute the grid (the same numbers).
     """
     intensities, sigmas = intensity_grid_axes(parameters["n_intensities"], parameters["n_sigmas"], parameters["sigma_max"])
-    parameters = _with_radius(parameters, imageset)
-    explicit, centers_record = _centers(centers)
+    parameters = with_radius(parameters, imageset)
+    explicit, centers_record = centers_input(centers)
     result = intensity_experiment(imageset.images, intensities=intensities, sigmas=sigmas, radius=parameters["radius_used"],
                                   seed=parameters["seed"], centers=explicit, threads=threads, cache_dir=folder / CACHE,
                                   pool=pool)
@@ -133,13 +134,13 @@ def write_intensity(folder: Path, imageset: ImageSet, parameters: dict, *, cente
         arrays["inputs"] = imageset.images
     save_npz(folder / "results.npz", **arrays)
     write_json(folder / "config.json", _config(COMMANDS["intensity"], imageset, parameters, centers=centers_record,
-                                               inputs=[_centers_file(centers)], execution=execution_record(pool)))
+                                               inputs=[centers_file(centers)], execution=execution_record(pool)))
     equalized = " (histogram-equalised)" if imageset.source["config"]["preparation"]["equalize"] else ""
     table = blind_spot_rows(result["intensities"], result["sigmas"], result["ap"], result["ap_per_image"], parameters)
     overall = _grid_mean_interval(result["ap_per_image"], parameters)
     write_text(folder / "summary.md",
                f"# Experiment 1: anomaly intensity × reconstruction error{equalized}\n\n"
-               f"{len(imageset)} images from `{imageset.source['data']}`, {_radius_text(parameters, imageset.images.shape[-1])}, "
+               f"{len(imageset)} images from `{imageset.source['data']}`, {radius_text(parameters, imageset.images.shape[-1])}, "
                f"{len(intensities)} intensities × {len(sigmas)} σ in [0, {parameters['sigma_max']:g}], seed {parameters['seed']}, "
                f"centres {centers_record}.{_bootstrap_sentence(parameters, len(imageset))}\n\n{blind_spot_markdown(table)}\n\n"
                f"Mean AP over the whole grid: {interval_text(result['ap'].mean(), *overall)}.\n")
@@ -159,7 +160,7 @@ def _grid_mean_interval(ap_per_image: np.ndarray, parameters: dict) -> tuple:
     return percentile_interval(resampled_means(per_image, weights), level)
 
 
-def _grid_parameters(**values) -> dict:
+def grid_parameters(**values) -> dict:
     """The grid's parameters, checked before any data are loaded (the data go to ``config["data"]``)."""
     intensity_grid_axes(values["n_intensities"], values["n_sigmas"], values["sigma_max"])
     if not values["radius"] > 0:
@@ -191,7 +192,7 @@ def run_intensity(out: str | Path, data: DataConfig = DataConfig(), *, radius: f
     """
     inputs = [data.data, centers if isinstance(centers, (str, Path)) else None]
     check_output(out, inputs=inputs, overwrite=overwrite)
-    parameters = _grid_parameters(radius=radius, n_intensities=n_intensities, n_sigmas=n_sigmas, sigma_max=sigma_max,
+    parameters = grid_parameters(radius=radius, n_intensities=n_intensities, n_sigmas=n_sigmas, sigma_max=sigma_max,
                                   seed=seed, save_inputs=save_inputs, bootstrap=bootstrap, confidence=confidence)
     with open_pool(execution) as pool:
         imageset = experiment_images(data)
@@ -234,10 +235,10 @@ def write_texture(folder: Path, imageset: ImageSet, parameters: dict, *, match: 
     reused) or to an intensity grid computed in the same pass on the same centres.
     """
     intensities, sigmas = intensity_grid_axes(parameters["n_intensities"], parameters["n_sigmas"], parameters["sigma_max"])
-    parameters = _with_radius(parameters, imageset)
+    parameters = with_radius(parameters, imageset)
     common = dict(sigmas=sigmas, radius=parameters["radius_used"], seed=parameters["seed"], threads=threads,
                   cache_dir=folder / CACHE, pool=pool)
-    explicit, centers_record = _centers(centers)
+    explicit, centers_record = centers_input(centers)
     if match is not None:
         if explicit is not None:
             raise BlindspotError("give either `match` (whose centres are reused) or `centers`, not both.")
@@ -259,7 +260,7 @@ def write_texture(folder: Path, imageset: ImageSet, parameters: dict, *, match: 
     shown = None if match is None else os.path.relpath(match, folder)
     matched_to = f"`{shown}`" if match is not None else "an intensity grid computed on the same images and centres"
     write_json(folder / "config.json", _config(COMMANDS["texture"], imageset, parameters, centers=centers_record, match=shown,
-                                               inputs=[_centers_file(centers), match and Path(match) / "results.npz"],
+                                               inputs=[centers_file(centers), match and Path(match) / "results.npz"],
                                                execution=execution_record(pool)))
     s25, s1 = (int(np.argmin(np.abs(sigmas - target))) for target in (0.25, 1.0))
     low, high = arrays.get("ap_low"), arrays.get("ap_high")
@@ -275,7 +276,7 @@ def write_texture(folder: Path, imageset: ImageSet, parameters: dict, *, match: 
     header = ["texture", "matched intensity", "mean |ΔAP| to it", f"AP at σ={sigmas[s25]:.2f}", f"AP at σ={sigmas[s1]:.2f}", "mean AP"]
     write_text(folder / "summary.md",
                "# Experiment 2: texture anomalies × reconstruction error\n\n"
-               f"{len(imageset)} images from `{imageset.source['data']}`, {_radius_text(parameters, imageset.images.shape[-1])}, "
+               f"{len(imageset)} images from `{imageset.source['data']}`, {radius_text(parameters, imageset.images.shape[-1])}, "
                f"{len(sigmas)} σ in [0, {parameters['sigma_max']:g}], seed {parameters['seed']}, centres {centers_record}; "
                f"matched to {matched_to}. A texture matches the intensity whose AP curve is closest (L1), when the mean "
                f"absolute AP difference is at most {MATCH_TOLERANCE}.{_bootstrap_sentence(parameters, len(imageset))}\n\n"
@@ -291,7 +292,7 @@ def run_texture(out: str | Path, data: DataConfig = DataConfig(), *, radius: flo
     """Experiment 2 (``blindspot pitfalls texture``) into the result folder ``out``."""
     inputs = [data.data, match, centers if isinstance(centers, (str, Path)) else None]
     check_output(out, inputs=inputs, overwrite=overwrite)
-    parameters = _grid_parameters(radius=radius, n_intensities=n_intensities, n_sigmas=n_sigmas, sigma_max=sigma_max,
+    parameters = grid_parameters(radius=radius, n_intensities=n_intensities, n_sigmas=n_sigmas, sigma_max=sigma_max,
                                   seed=seed, save_inputs=save_inputs, bootstrap=bootstrap, confidence=confidence)
     with open_pool(execution) as pool:
         imageset = experiment_images(data)
@@ -325,8 +326,8 @@ def write_model(folder: Path, imageset: ImageSet, parameters: dict, *, model, ch
     ``checkpoint`` is how the config names the checkpoint; ``checkpoint_file``, the file whose hash it records.
     """
     intensities, sigmas = intensity_grid_axes(parameters["n_intensities"], parameters["n_sigmas"], parameters["sigma_max"])
-    parameters = _with_radius(parameters, imageset)
-    explicit, centers_record = _centers(centers)
+    parameters = with_radius(parameters, imageset)
+    explicit, centers_record = centers_input(centers)
     if match is None:
         reference = intensity_experiment(imageset.images, intensities=intensities, sigmas=sigmas,
                                          radius=parameters["radius_used"], seed=parameters["seed"], centers=explicit,
@@ -359,7 +360,7 @@ def write_model(folder: Path, imageset: ImageSet, parameters: dict, *, model, ch
                      checkpoint={"path": str(checkpoint), "input_range": list(model.input_range),
                                  "preparation": model.preparation},
                      match=matched_to,
-                     inputs=[checkpoint_file, _centers_file(centers), match and Path(match) / "results.npz"],
+                     inputs=[checkpoint_file, centers_file(centers), match and Path(match) / "results.npz"],
                      execution=execution_record(pool))
     write_json(folder / "config.json", config)
     write_text(folder / "summary.md", _model_summary(arrays, config, imageset, blur_per_image=reference.get("ap_per_image")))
@@ -407,7 +408,7 @@ def _model_summary(arrays: dict, config: dict, imageset: ImageSet, *, blur_per_i
         verdict = f"No match within the grid: {why}."
     return (f"# Experiment 3: {label}, reconstruction of the {p['reconstruct']} image\n\n"
             f"Checkpoint `{config['checkpoint']['path']}`; {len(imageset)} images from `{config['data']['data']}` prepared as "
-            f"the model was trained ({imageset.images.shape[-1]} px); {_radius_text(p, imageset.images.shape[-1])}, "
+            f"the model was trained ({imageset.images.shape[-1]} px); {radius_text(p, imageset.images.shape[-1])}, "
             f"{len(arrays['intensities'])} intensities, seed {p['seed']}, centres {config['centers']}; blur grid "
             f"{config['match']} ({len(arrays['sigmas'])} σ in [0, {float(arrays['sigmas'][-1]):g}]).\n\n"
             f"Mean L1 reconstruction error of the normal images: {float(arrays['recon_error']):.5f}. {verdict}"
@@ -429,7 +430,7 @@ def run_model(out: str | Path, checkpoint: str | Path, data: DataConfig = DataCo
     check_output(out, inputs=inputs, overwrite=overwrite)
     if reconstruct not in RECONSTRUCT:
         raise BlindspotError(f"`reconstruct` must be 'normal' or 'anomalous'; got {reconstruct!r}.")
-    parameters = _grid_parameters(radius=radius, n_intensities=n_intensities, n_sigmas=n_sigmas, sigma_max=sigma_max,
+    parameters = grid_parameters(radius=radius, n_intensities=n_intensities, n_sigmas=n_sigmas, sigma_max=sigma_max,
                                   seed=seed, save_inputs=save_inputs, bootstrap=bootstrap, confidence=confidence,
                                   reconstruct=reconstruct, batch_size=batch_size,
                                   checkpoint=str(checkpoint))

@@ -18,7 +18,6 @@ from typing import Sequence
 import numpy as np
 
 from blindspot.data import DataConfig, resolve, whole_volumes
-from blindspot.data.io import read_centers
 from blindspot.data.nifti import DEFAULT_SLICE
 from blindspot.errors import BlindspotError
 from blindspot.execution import Execution, execution_record, open_pool
@@ -31,7 +30,7 @@ from blindspot.experiments.pitfalls import (
     match_curves,
     match_quality,
 )
-from blindspot.experiments.runs import COMMANDS, model_label
+from blindspot.experiments.runs import COMMANDS, centers_file, centers_input, grid_parameters, model_label
 from blindspot.experiments.uncertainty import bootstrap_settings, grid_intervals, interval_text
 from blindspot.experiments.volumes import (
     RADIUS_UNITS,
@@ -79,26 +78,10 @@ def volume_data(data: DataConfig, *, compare_slices: bool = False) -> tuple[Data
     return data, slices
 
 
-def _centers(centers) -> tuple[np.ndarray | None, str]:
-    if centers is None:
-        return None, "sampled from the seed"
-    if isinstance(centers, (str, Path)):
-        return read_centers(centers, dims=3), str(centers)
-    return np.asarray(centers), "given explicitly"
-
-
-def _centers_file(centers) -> str | None:
-    return str(centers) if isinstance(centers, (str, Path)) else None
-
-
 def _check_grid(**values) -> dict:
-    intensity_grid_axes(values["n_intensities"], values["n_sigmas"], values["sigma_max"])
-    if not values["radius"] > 0:
-        raise BlindspotError(f"`radius` must be > 0; got {values['radius']}.")
     if values["radius_unit"] not in RADIUS_UNITS:
         raise BlindspotError(f"`radius_unit` must be voxel or mm; got {values['radius_unit']!r}.")
-    bootstrap_settings(values)
-    return values
+    return grid_parameters(**values)
 
 
 def _intervals(per_volume: np.ndarray, parameters: dict, prefix: str = "") -> dict:
@@ -174,7 +157,7 @@ def write_volume_intensity(folder: Path, volumes, data: DataConfig, slices, para
                            threads: int | None = None, pool=None) -> dict:
     """Compute experiment 1 on whole volumes and write its files into ``folder``; returns the arrays."""
     intensities, sigmas = intensity_grid_axes(parameters["n_intensities"], parameters["n_sigmas"], parameters["sigma_max"])
-    explicit, centers_record = _centers(centers)
+    explicit, centers_record = centers_input(centers, dims=3)
     compare = parameters["compare_slices"]
     result = volume_intensity_experiment(volumes, intensities=intensities, sigmas=sigmas, radius=parameters["radius"],
                                          radius_unit=parameters["radius_unit"], seed=parameters["seed"], centers=explicit,
@@ -185,7 +168,7 @@ def write_volume_intensity(folder: Path, volumes, data: DataConfig, slices, para
         arrays.update(_intervals(result["slice_ap_per_volume"], parameters, "slice_"))
     save_npz(folder / "results.npz", **arrays)
     write_json(folder / "config.json", _config(COMMANDS["intensity"], volumes, parameters, result, centers=centers_record,
-                                               inputs=[_centers_file(centers)], execution=execution_record(pool)))
+                                               inputs=[centers_file(centers)], execution=execution_record(pool)))
     equalized = " (histogram-equalised)" if data.preparation.equalize else ""
     table = blind_spot_table(result["intensities"], result["sigmas"], result["ap"])
     text = (f"# Experiment 1 on whole volumes: anomaly intensity × reconstruction error{equalized}\n\n"
@@ -215,6 +198,15 @@ def write_volume_intensity(folder: Path, volumes, data: DataConfig, slices, para
     return arrays
 
 
+def _start(out, data: DataConfig, inputs: list, overwrite: bool, **grid):
+    """The output rule and the grid checked, then the volumes resolved: ``(data, slices, volumes, parameters)``."""
+    check_output(out, inputs=inputs, overwrite=overwrite)
+    parameters = _check_grid(**grid)
+    data, slices = volume_data(data, compare_slices=grid["compare_slices"])
+    volumes = _volumes(data)
+    return data, slices, volumes, {**parameters, "slices": None if slices is None else list(slices), "axis": data.axis}
+
+
 def run_volume_intensity(out: str | Path, data: DataConfig = DataConfig(), *, radius: float = 20, radius_unit: str = "voxel",
                          n_intensities: int = 100, n_sigmas: int = 100, sigma_max: float = 5.0, seed: int = 0, centers=None,
                          compare_slices: bool = False, save_inputs: bool = False, threads: int | None = None,
@@ -225,15 +217,11 @@ def run_volume_intensity(out: str | Path, data: DataConfig = DataConfig(), *, ra
     ``centers``: None (sampled from ``seed``), an ``(N, 3)`` array or a file
     (:func:`blindspot.data.io.read_centers` with three columns).
     """
-    inputs = [data.data, _centers_file(centers)]
-    check_output(out, inputs=inputs, overwrite=overwrite)
-    parameters = _check_grid(radius=radius, radius_unit=radius_unit, n_intensities=n_intensities, n_sigmas=n_sigmas,
-                             sigma_max=sigma_max, seed=seed, save_inputs=save_inputs, compare_slices=compare_slices,
-                             bootstrap=bootstrap, confidence=confidence)
-    data, slices = volume_data(data, compare_slices=compare_slices)
-    volumes = _volumes(data)
-    parameters["slices"] = None if slices is None else list(slices)
-    parameters["axis"] = data.axis
+    inputs = [data.data, centers_file(centers)]
+    data, slices, volumes, parameters = _start(out, data, inputs, overwrite, radius=radius, radius_unit=radius_unit,
+                                               n_intensities=n_intensities, n_sigmas=n_sigmas, sigma_max=sigma_max, seed=seed,
+                                               save_inputs=save_inputs, compare_slices=compare_slices, bootstrap=bootstrap,
+                                               confidence=confidence)
     with open_pool(execution) as pool, result_folder(out, overwrite=overwrite, inputs=inputs) as folder:
         write_volume_intensity(folder, volumes, data, slices, parameters, centers=centers, threads=threads, pool=pool)
     return Path(out)
@@ -275,7 +263,7 @@ def write_volume_texture(folder: Path, volumes, data: DataConfig, slices, parame
                          centers=None, threads: int | None = None, pool=None) -> dict:
     """Compute experiment 2 on whole volumes, match each texture to an intensity, and write the files."""
     intensities, sigmas = intensity_grid_axes(parameters["n_intensities"], parameters["n_sigmas"], parameters["sigma_max"])
-    explicit, centers_record = _centers(centers)
+    explicit, centers_record = centers_input(centers, dims=3)
     compare = parameters["compare_slices"]
     if match is not None:
         if explicit is not None:
@@ -301,7 +289,7 @@ def write_volume_texture(folder: Path, volumes, data: DataConfig, slices, parame
     save_npz(folder / "results.npz", **arrays)
     write_json(folder / "config.json", _config(COMMANDS["texture"], volumes, parameters, result, centers=centers_record,
                                                match=None if match is None else os.path.relpath(match, folder),
-                                               inputs=[_centers_file(centers), match and Path(match) / "results.npz"],
+                                               inputs=[centers_file(centers), match and Path(match) / "results.npz"],
                                                execution=execution_record(pool)))
     s25, s1 = (int(np.argmin(np.abs(sigmas - target))) for target in (0.25, 1.0))
     rows = [[name, f"{arrays['matched_intensity'][k]:.3f}" if quality["matched"][k] else
@@ -339,15 +327,11 @@ def run_volume_texture(out: str | Path, data: DataConfig = DataConfig(), *, radi
                        threads: int | None = None, bootstrap: int = N_RESAMPLES, confidence: float = CONFIDENCE,
                        overwrite: bool = False, execution: Execution | None = None) -> Path:
     """Experiment 2 on whole volumes (``blindspot pitfalls texture --volumes``) into the result folder ``out``."""
-    inputs = [data.data, match, _centers_file(centers)]
-    check_output(out, inputs=inputs, overwrite=overwrite)
-    parameters = _check_grid(radius=radius, radius_unit=radius_unit, n_intensities=n_intensities, n_sigmas=n_sigmas,
-                             sigma_max=sigma_max, seed=seed, save_inputs=save_inputs, compare_slices=compare_slices,
-                             bootstrap=bootstrap, confidence=confidence)
-    data, slices = volume_data(data, compare_slices=compare_slices)
-    volumes = _volumes(data)
-    parameters["slices"] = None if slices is None else list(slices)
-    parameters["axis"] = data.axis
+    inputs = [data.data, match, centers_file(centers)]
+    data, slices, volumes, parameters = _start(out, data, inputs, overwrite, radius=radius, radius_unit=radius_unit,
+                                               n_intensities=n_intensities, n_sigmas=n_sigmas, sigma_max=sigma_max, seed=seed,
+                                               save_inputs=save_inputs, compare_slices=compare_slices, bootstrap=bootstrap,
+                                               confidence=confidence)
     with open_pool(execution) as pool, result_folder(out, overwrite=overwrite, inputs=inputs) as folder:
         write_volume_texture(folder, volumes, data, slices, parameters, match=Path(match) if match else None,
                              centers=centers, threads=threads, pool=pool)
@@ -375,7 +359,7 @@ def run_volume_model(out: str | Path, checkpoint: str | Path, data: DataConfig =
     """
     from blindspot.models.checkpoint import load_model
 
-    inputs = [checkpoint, data.data, match, _centers_file(centers)]
+    inputs = [checkpoint, data.data, match, centers_file(centers)]
     check_output(out, inputs=inputs, overwrite=overwrite)
     if reconstruct not in RECONSTRUCT:
         raise BlindspotError(f"`reconstruct` must be 'normal' or 'anomalous'; got {reconstruct!r}.")
@@ -390,7 +374,7 @@ def run_volume_model(out: str | Path, checkpoint: str | Path, data: DataConfig =
     parameters.update(slices=None if slices is None else list(slices), axis=data.axis)
     intensities, sigmas = intensity_grid_axes(n_intensities, n_sigmas, sigma_max)
     with open_pool(execution) as pool, result_folder(out, overwrite=overwrite, inputs=inputs) as folder:
-        explicit, centers_record = _centers(centers)
+        explicit, centers_record = centers_input(centers, dims=3)
         reference = None
         if match is not None:
             if explicit is not None:
@@ -422,7 +406,7 @@ def run_volume_model(out: str | Path, checkpoint: str | Path, data: DataConfig =
         config = _config(COMMANDS["model"], volumes, parameters, result, model=model.config, centers=centers_record,
                          checkpoint={"path": str(checkpoint), "input_range": list(model.input_range),
                                      "preparation": model.preparation},
-                         match=matched_to, inputs=[checkpoint, _centers_file(centers), match and Path(match) / "results.npz"],
+                         match=matched_to, inputs=[checkpoint, centers_file(centers), match and Path(match) / "results.npz"],
                          execution=execution_record(pool))
         write_json(folder / "config.json", config)
         write_text(folder / "summary.md", _model_summary(arrays, config, volumes, parameters))

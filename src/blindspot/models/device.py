@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 
 from blindspot.errors import BlindspotError
 
-__all__ = ["select_device"]
+__all__ = ["select_device", "torch_threads"]
 
 
 def select_device(device: str | torch.device | None = None) -> torch.device:
@@ -32,3 +35,15 @@ def select_device(device: str | torch.device | None = None) -> torch.device:
     if chosen.type == "mps" and not torch.backends.mps.is_available():
         raise BlindspotError("`device` mps is not available on this machine.")
     return chosen
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Set torch's intra-op threads (None: leave them) and restore them afterwards."""
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

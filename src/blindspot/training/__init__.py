@@ -41,7 +41,7 @@ from blindspot.errors import BlindspotError
 from blindspot.metrics import average_precision_batch
 from blindspot.models import create_model
 from blindspot.models.checkpoint import load_checkpoint, save_checkpoint
-from blindspot.models.device import select_device
+from blindspot.models.device import select_device, torch_threads
 from blindspot.models.inference import anomaly_maps, to_input_range
 from blindspot.progress import progress
 from blindspot.results import check_output, input_hashes, provenance, remove_marked_folder, result_folder, staging_path, write_json
@@ -55,7 +55,7 @@ from blindspot.training.run_folder import (
     make_optimizer,
     model_kwargs,
     run_exists_message,
-    torch_threads,
+
 )
 
 __all__ = ["PRESETS", "TrainConfig", "cpu_threads", "make_config", "resume_run", "step_seed", "train"]

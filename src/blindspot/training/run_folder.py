@@ -194,16 +194,6 @@ def cpu_threads(threads: int | None = None) -> int:
     return max(1, min(torch.get_num_threads(), cores - 1))
 
 
-@contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    """Set torch's intra-op threads (None: leave them) and restore them afterwards."""
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
