@@ -9,10 +9,11 @@ whose scores are shifted up. Methods, each on the same pooled pixels:
 * ``evaluate(benchmark preset)``: the whole protocol (per-case metrics, pooled metrics, oracle
   threshold pass) on the in-memory cases, overlays off;
 * ``ExactAccumulator`` / ``BinnedAccumulator``: streaming one volume at a time, then merged;
-* merging the per-volume count tables: ``merge_tables`` (a timsort that merges the N sorted runs,
-  O(rows · log N), sorting the one-pixel rows' values without an index; ``benchmarks/cluster.md``
-  compares it with the argsort of every row it replaced) against a single packed-key quicksort of
-  every row (reimplemented here as the baseline), with their peak memory (tracemalloc);
+* merging the per-volume count tables: ``merge_tables`` (the one-pixel rows split off table by
+  table and their values sorted without an index; ``benchmarks/cluster.md`` compares it with the
+  argsort of every row it replaced and with a timsort of the sorted runs) against a single
+  packed-key quicksort of every row (reimplemented here as the baseline), with their peak memory
+  (tracemalloc);
 * the functional ``blindspot.metrics.average_precision`` + ``best_dice`` (a count table each);
 * ``sklearn.metrics.average_precision_score`` + ``roc_auc_score``;
 * a 200-threshold loop (rank-spaced thresholds, as the MedIAnomaly benchmark scans for best Dice):
@@ -242,7 +243,7 @@ def main() -> None:
         "|---|---|---|---|---|",
         f"| single sort of all rows (the merge before: float32 keys, numpy quicksort) | {runs(full['single_sort_seconds'])} | "
         f"{full['single_sort_peak_mib']:.0f} | {runs(small['single_sort_seconds'])} | {small['single_sort_peak_mib']:.0f} |",
-        f"| `merge_tables`: timsort merge of the sorted runs, O(rows · log volumes) | {runs(full['merge_seconds'])} | "
+        f"| `merge_tables`: one-pixel rows split off per table, their values sorted without an index | {runs(full['merge_seconds'])} | "
         f"{full['merge_peak_mib']:.0f} | {runs(small['merge_seconds'])} | {small['merge_peak_mib']:.0f} |",
         "",
         f"Per-volume path (`ExactAccumulator.update` per volume, then `merge_tables`): "

@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
+import blindspot.progress as progress_bars
 from blindspot.errors import BlindspotError
 
 __all__ = ["CONNECT_TIMEOUT", "Execution", "Pool", "execution_record", "gpu_resources", "open_pool"]
@@ -65,9 +66,7 @@ def execution_record(pool: "Pool | None") -> dict:
 
 
 def _silence_progress() -> None:
-    from blindspot import progress
-
-    progress.SILENT = True
+    progress_bars.SILENT = True
 
 
 _MALLOC_TUNED: list = []
@@ -174,8 +173,6 @@ class Pool:
         """
         from distributed import as_completed
 
-        from blindspot.progress import progress
-
         self.check_resources(resources)
         stream = enumerate(iter(tasks))
         results: dict[int, Any] = {}
@@ -190,7 +187,7 @@ class Pool:
                 pending[future] = i
                 completed.add(future)
 
-        with progress(total if total is not None else 0, desc, unit=unit, every=every) as bar:
+        with progress_bars.progress(total if total is not None else 0, desc, unit=unit, every=every) as bar:
             try:
                 fill()
                 for future in completed:
@@ -210,12 +207,10 @@ class Pool:
         """The results of ``futures`` (in their order), with progress as they complete."""
         from distributed import as_completed
 
-        from blindspot.progress import progress
-
         index = {future: i for i, future in enumerate(futures)}
         out: list = [None] * len(futures)
         total = sum(weight(i) for i in range(len(futures))) if weight is not None else len(futures)
-        with progress(total, desc, unit=unit, every=every) as bar:
+        with progress_bars.progress(total, desc, unit=unit, every=every) as bar:
             try:
                 for future in as_completed(futures, loop=self.client.loop):
                     i = index[future]

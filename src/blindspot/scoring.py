@@ -16,15 +16,12 @@ The scoring functions of ``blindspot audit`` (``l1``, ``positive``, ``negative``
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
 
+from blindspot.baselines import ZScore
 from blindspot.errors import BlindspotError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from blindspot.baselines import ZScore
 
 __all__ = [
     "IMAGE_SCORES",
@@ -369,8 +366,6 @@ class HealthyStats:
     @classmethod
     def fit(cls, images: np.ndarray, *, scores=SCORES) -> HealthyStats:
         """Fit what ``scores`` need to healthy images ``(N, H, W)`` (zscore needs at least two)."""
-        from blindspot.baselines import ZScore
-
         return cls(IntensityPrior.fit(images) if "rarity" in scores else None,
                    ZScore.fit(images) if "zscore" in scores else None)
 

@@ -25,6 +25,7 @@ import numpy as np
 from blindspot.data.brats import Volume, list_subjects
 from blindspot.data.imageset import DataConfig, check_intensities
 from blindspot.data.io import nifti_spacing, read_nifti
+from blindspot.data.mni152 import load_mni152_volume
 from blindspot.data.nifti import list_volumes, split_files
 from blindspot.data.preprocess import normalize_percentile
 from blindspot.errors import BlindspotError
@@ -107,8 +108,6 @@ def whole_volumes(config: DataConfig, *, default_split: str = "all") -> VolumeSe
     if config.preparation.size is not None:
         raise BlindspotError("`size` resizes 2-D images; whole volumes are scored at their native size (omit `size`).")
     if config.layout == "mni152":
-        from blindspot.data.mni152 import load_mni152_volume
-
         names, files, spacings = ["mni152"], [()], [(1.0, 1.0, 1.0)]
 
         def read(k: int) -> Volume:

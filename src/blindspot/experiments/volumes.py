@@ -22,10 +22,16 @@ import numpy as np
 
 from blindspot.anomalies import TEXTURES
 from blindspot.anomalies3d import ball_voxels, check_volume_centers, sample_volume_center, texture_values
+from blindspot.data.brats import Volume
 from blindspot.errors import BlindspotError
 from blindspot.experiments.grid import image_grid
 from blindspot.experiments.pitfalls import random_streams
-from blindspot.experiments.volume_engine import GridWorkers, foreground_box
+from blindspot.experiments.volume_engine import (
+    GridWorkers,
+    ap_against_nonzero_negatives,
+    ap_against_sorted_negatives,
+    foreground_box,
+)
 from blindspot.progress import progress
 from blindspot.report import HISTOGRAM_BINS
 from blindspot.results import save_npz
@@ -110,7 +116,6 @@ def _as_volumes(volumes) -> tuple[list[str], Callable[[int], object], int]:
     if hasattr(volumes, "reader") and hasattr(volumes, "names"):
         return list(volumes.names), volumes.read, len(volumes)
     arrays = list(volumes)
-    from blindspot.data.brats import Volume
 
     def read(k: int):
         image = np.asarray(arrays[k], dtype=np.float32)
@@ -476,7 +481,6 @@ def volume_model_experiment(
     ``reconstructions`` (N, X, Y, Z).
     """
     from blindspot.experiments.model_pitfalls import RECONSTRUCT
-    from blindspot.experiments.volume_engine import ap_against_nonzero_negatives, ap_against_sorted_negatives
     from blindspot.models.inference import reconstruct as run_model
 
     if reconstruct not in RECONSTRUCT:

@@ -32,7 +32,7 @@ class ExactAccumulator:
     """Exact, mergeable pixel counts: metrics equal to scikit-learn's on all pixels seen.
 
     ``update`` stores the count table of a chunk (e.g. one volume); ``merge`` takes over another
-    accumulator's tables; the tables are merged (one timsort of their sorted runs, see
+    accumulator's tables; the tables are merged (one sort of their rows, see
     :func:`~blindspot.metrics.tables.merge_tables`) only when a result is asked for.
     Memory: O(distinct scores).
 
