@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench_metrics import make_data  # the same synthetic maps as the metrics benchmark
+
 from blindspot import __version__
 
 HERE = Path(__file__).parent
@@ -39,18 +41,6 @@ def timed(fn):
     start = time.perf_counter()
     value = fn()
     return value, time.perf_counter() - start
-
-
-def make_data(pixels: int, cases: int, rate: float, seed: int):
-    rng = np.random.default_rng(seed)
-    per = pixels // cases
-    labels = [rng.random(per) < rate for _ in range(cases)]
-    scores = []
-    for y in labels:
-        s = rng.random(per, dtype=np.float32)
-        s[y] += np.float32(0.5) * rng.random(int(y.sum()), dtype=np.float32)
-        scores.append(s)
-    return labels, scores
 
 
 class _Case:
@@ -64,7 +54,7 @@ def collect(tables):
 
     collector = TableCollector("pooled")
     for k, table in enumerate(tables):
-        collector.add(_Case(f"c{k}"), table)
+        collector.add(_Case(f"c{k}"), table, [])
     return collector.case_tables()
 
 

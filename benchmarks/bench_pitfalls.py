@@ -26,7 +26,7 @@ from sklearn.metrics import average_precision_score
 
 from blindspot import __version__
 from blindspot.anomalies import disk_anomaly
-from blindspot.data import load_images
+from blindspot.data import DataConfig, load
 from blindspot.experiments.pitfalls import intensity_experiment, intensity_grid_axes
 
 HERE = Path(__file__).parent
@@ -49,12 +49,12 @@ def main() -> None:
     args = parser.parse_args()
 
     intensities, sigmas = intensity_grid_axes(100, 100, 5.0)
-    images = load_images().images[: args.images]
+    images = load(DataConfig()).images[: args.images]
     fast = {}
-    for workers in (1, os.cpu_count() or 1):
+    for threads in (1, os.cpu_count() or 1):
         start = time.perf_counter()
-        fast[workers] = intensity_experiment(images, intensities=intensities, sigmas=sigmas, seed=0, workers=workers)
-        fast[workers]["seconds"] = time.perf_counter() - start
+        fast[threads] = intensity_experiment(images, intensities=intensities, sigmas=sigmas, seed=0, threads=threads)
+        fast[threads]["seconds"] = time.perf_counter() - start
     centers = fast[1]["centers"]
     start = time.perf_counter()
     reference = np.stack([per_cell_grid(img, c, intensities, sigmas) for img, c in zip(images, centers)])
@@ -62,7 +62,7 @@ def main() -> None:
     max_diff = float(np.abs(reference - fast[1]["ap_per_image"]).max())
 
     memory = []
-    stack = load_images().images
+    stack = load(DataConfig()).images
     for n in args.memory_sizes:
         tiles = np.resize(stack, (n, *stack.shape[1:]))  # repeat the 10 template slices up to n
         tracemalloc.start()

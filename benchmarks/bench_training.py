@@ -29,9 +29,9 @@ from pathlib import Path
 import torch
 
 from blindspot import __version__
-from blindspot.augment import Augmentation
-from blindspot.data import DataOptions
-from blindspot.training import PRESETS, _Batches, cpu_threads, load_training_images, make_config, train
+from blindspot.data import DataConfig, load_training, resolve
+from blindspot.data.augment import Augmentation
+from blindspot.training import PRESETS, _Batches, cpu_threads, make_config, train
 
 HERE = Path(__file__).parent
 CASES = [("bench-ae", 64, {}), ("ae", 128, {})]
@@ -43,8 +43,8 @@ def measure(model: str, size: int, options: dict, *, batch_size: int, warmup: in
         run = train(config, Path(tmp) / "run", model_name=model, model_options=options, device="cpu", threads=threads)
         with (run / "metrics.csv").open() as handle:
             row = list(csv.DictReader(handle))[1]
-    images = load_training_images(DataOptions(), size=size)
-    batches = _Batches(images.train.images, config, torch.device("cpu"), Augmentation())
+    train_set, _ = load_training(resolve(DataConfig().with_preparation(size=size), default_split="train"), hold_out=config.hold_out)
+    batches = _Batches(train_set.images, config, torch.device("cpu"), Augmentation())
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     batches(0)
