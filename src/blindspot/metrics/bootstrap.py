@@ -31,7 +31,7 @@ import numpy as np
 
 from blindspot.errors import BlindspotError
 from blindspot.metrics.accumulators import _bin_lower_edges, _float32_keys
-from blindspot.metrics.tables import CountTable
+from blindspot.metrics.tables import CountTable, run_starts
 
 __all__ = [
     "CONFIDENCE",
@@ -160,7 +160,7 @@ def bin_table(table: CountTable, bits: int) -> CountTable:
     if not len(table):
         return table
     keys = _float32_keys("bin_table", table.values, bits)
-    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    starts = run_starts(keys)
     return CountTable(_bin_lower_edges(keys[starts], bits), np.add.reduceat(table.positives, starts),
                       np.add.reduceat(table.negatives, starts))
 
@@ -223,7 +223,7 @@ class CaseTables:
         key = row * len(tables) + case  # sorted by row, then case
         order = np.argsort(key, kind="stable")
         key = key[order]
-        first = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+        first = run_starts(key)
         return cls(case[order][first], row[order][first], np.add.reduceat(positives[order], first),
                    np.add.reduceat(negatives[order], first), len(tables), n_rows, resolution)
 

@@ -104,9 +104,17 @@ def count_table(labels, scores) -> CountTable:
     return _table_of_valid(*check_pair("count_table", labels, scores, allow_empty=True))
 
 
+def run_starts(values: np.ndarray) -> np.ndarray:
+    """Where each run of equal neighbours begins in a sorted 1-D array (indices; 0 first unless empty)."""
+    change = np.empty(len(values), bool)
+    change[:1] = True
+    np.not_equal(values[1:], values[:-1], out=change[1:])
+    return np.flatnonzero(change)
+
+
 def _collapse_ties(values: np.ndarray, positives: np.ndarray, negatives: np.ndarray) -> CountTable:
     """A table from non-decreasing ``values``, adding the counts of equal neighbours."""
-    starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
+    starts = run_starts(values)
     if len(starts) == len(values):
         return CountTable(values, positives, negatives)
     return CountTable(
@@ -116,10 +124,7 @@ def _collapse_ties(values: np.ndarray, positives: np.ndarray, negatives: np.ndar
 
 def _runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The distinct values of a sorted array and how often each occurs."""
-    change = np.empty(len(values), bool)
-    change[:1] = True
-    np.not_equal(values[1:], values[:-1], out=change[1:])
-    starts = np.flatnonzero(change)
+    starts = run_starts(values)
     return values[starts], np.diff(starts, append=len(values))
 
 
@@ -192,12 +197,9 @@ def merge_tables(tables) -> CountTable:
     for t in tables:
         values = t.values.astype(dtype, copy=False)
         single = (t.positives + t.negatives) == 1
-        if single.all():
-            pixels.append(values)
-            anomalous.append(values[t.positives == 1])
-        else:
-            pixels.append(values[single])
-            anomalous.append(values[single & (t.positives == 1)])
+        pixels.append(values[single])
+        anomalous.append(values[single & (t.positives == 1)])
+        if not single.all():
             tied.append((values[~single], t.positives[~single], t.negatives[~single]))
     partial = _pixels_by_value(np.concatenate(pixels), np.concatenate(anomalous))
     if not tied:
