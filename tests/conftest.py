@@ -20,14 +20,18 @@ def save_nifti(path, volume) -> None:
     nib.save(nib.Nifti1Image(np.asarray(volume), np.eye(4)), str(path))
 
 
+def brain_volume_folder(folder, n: int, shape=(48, 48, 24), name: str = "case_{k}"):
+    """``folder`` (created) holding ``n`` :func:`brain_volume` files ``name.nii.gz`` (volume k has seed k)."""
+    folder.mkdir()
+    for k in range(n):
+        save_nifti(folder / f"{name.format(k=k)}.nii.gz", brain_volume(shape, seed=k))
+    return folder
+
+
 @pytest.fixture
 def nifti_folder(tmp_path):
     """Five small volumes in the MOOD layout (sorted names)."""
-    folder = tmp_path / "volumes"
-    folder.mkdir()
-    for k in range(5):
-        save_nifti(folder / f"case_{k:03d}.nii.gz", brain_volume(seed=k))
-    return folder
+    return brain_volume_folder(tmp_path / "volumes", 5, name="case_{k:03d}")
 
 
 @pytest.fixture(scope="module")

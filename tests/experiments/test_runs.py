@@ -19,7 +19,8 @@ from blindspot.models import create_model
 from blindspot.models.checkpoint import save_checkpoint
 from blindspot.results import MARKER, file_sha256
 
-from conftest import brain_volume, save_nifti, assert_one_error, run_cli as cli
+from conftest import assert_one_error, brain_volume_folder
+from conftest import run_cli as cli
 
 SMALL = ["--n-intensities", "6", "--n-sigmas", "4", "--sigma-max", "3"]
 ARRAYS = ("ap", "ap_per_image", "residual_mean", "centers")
@@ -208,11 +209,7 @@ def checkpoints(tmp_path, torch_one_thread):
 
 @pytest.fixture
 def volumes32(tmp_path):
-    folder = tmp_path / "vol32"
-    folder.mkdir()
-    for k in range(3):
-        save_nifti(folder / f"case_{k}.nii.gz", brain_volume((32, 32, 8), seed=k))
-    return folder
+    return brain_volume_folder(tmp_path / "vol32", 3, (32, 32, 8))
 
 
 MODEL_SMALL = ["--n-intensities", "6", "--radius", "6"]

@@ -15,7 +15,7 @@ from blindspot.models import create_model
 from blindspot.models.checkpoint import save_checkpoint
 from blindspot.results import MARKER, file_sha256
 
-from conftest import assert_one_error, brain_volume, save_nifti
+from conftest import assert_one_error, brain_volume, brain_volume_folder, save_nifti
 from conftest import run_cli as cli
 
 SMALL = ["--n-intensities", "6", "--n-sigmas", "4", "--sigma-max", "2", "--threads", "1", "--bootstrap", "50"]
@@ -28,11 +28,7 @@ def saved(folder):
 
 @pytest.fixture
 def volumes(tmp_path):
-    folder = tmp_path / "volumes"
-    folder.mkdir()
-    for k in range(3):
-        save_nifti(folder / f"case_{k}.nii.gz", brain_volume((32, 32, 24), seed=k))
-    return folder
+    return brain_volume_folder(tmp_path / "volumes", 3, (32, 32, 24))
 
 
 def test_intensity_on_whole_volumes_writes_a_complete_folder(volumes, tmp_path, capsys):
