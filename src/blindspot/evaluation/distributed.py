@@ -32,7 +32,15 @@ import numpy as np
 
 from blindspot.errors import BlindspotError
 from blindspot.evaluation.options import EvaluationOptions
-from blindspot.evaluation.protocol import Case, _processed, _Run, rank_case, threshold_cases, threshold_result
+from blindspot.evaluation.protocol import (
+    Case,
+    _processed,
+    _Run,
+    rank_case,
+    threshold_cases,
+    threshold_result,
+    validation_volumes,
+)
 from blindspot.metrics.accumulators import binned_table
 from blindspot.metrics.tables import CountTable, merge_tables
 
@@ -78,11 +86,7 @@ class CaseChunks:
         """Hold out ``fraction`` of the volumes as :func:`~blindspot.evaluation.split_validation` does: the
         test part stays on the cluster, the validation cases are read here."""
         order = list(range(len(self.names))) if self.order is None else list(self.order)
-        ids = sorted({self.volumes[i] for i in order})
-        if len(ids) < 2:
-            raise BlindspotError(f"`val_fraction` needs at least 2 volumes to split; the test set has {len(ids)}.")
-        n_val = min(len(ids) - 1, max(1, round(fraction * len(ids))))
-        chosen = set(np.asarray(ids, dtype=object)[np.random.default_rng(seed).permutation(len(ids))[:n_val]])
+        chosen = validation_volumes([self.volumes[i] for i in order], fraction, seed)
         held = [i for i in order if self.volumes[i] in chosen]
         return replace(self, order=tuple(i for i in order if self.volumes[i] not in chosen)), self.read(held)
 

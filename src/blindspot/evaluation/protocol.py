@@ -121,17 +121,20 @@ class CaseStream:
 
 
 def split_validation(cases: Sequence[Case], fraction: float, seed: int) -> tuple[list[Case], list[Case]]:
-    """Hold out ``fraction`` of the volumes (seeded permutation of the sorted ids) as validation.
-
-    Returns ``(test, validation)``; both keep the original case order.
-    """
+    """Hold out ``fraction`` of the volumes (seeded permutation of the sorted ids) as validation:
+    ``(test, validation)``, both in the original case order."""
     cases = [c.checked() for c in cases]
-    ids = sorted({c.volume for c in cases})
+    chosen = validation_volumes([c.volume for c in cases], fraction, seed)
+    return [c for c in cases if c.volume not in chosen], [c for c in cases if c.volume in chosen]
+
+
+def validation_volumes(volumes: Sequence, fraction: float, seed: int) -> set:
+    """The ids :func:`split_validation` holds out: ``fraction`` of the distinct ones (at least one, not all)."""
+    ids = sorted(set(volumes))
     if len(ids) < 2:
         raise BlindspotError(f"`val_fraction` needs at least 2 volumes to split; the test set has {len(ids)}.")
     n_val = min(len(ids) - 1, max(1, round(fraction * len(ids))))
-    chosen = set(np.asarray(ids, dtype=object)[np.random.default_rng(seed).permutation(len(ids))[:n_val]])
-    return [c for c in cases if c.volume not in chosen], [c for c in cases if c.volume in chosen]
+    return set(np.asarray(ids, dtype=object)[np.random.default_rng(seed).permutation(len(ids))[:n_val]])
 
 
 @dataclass
