@@ -35,7 +35,7 @@ from blindspot.experiments.audit import audit
 from blindspot.experiments.grid import grid_fingerprint
 from blindspot.experiments.pitfalls import intensity_grid_axes
 from blindspot.experiments.runs import centers_file, centers_input, grid_parameters, radius_text, with_radius
-from blindspot.experiments.uncertainty import audit_intervals
+from blindspot.experiments.uncertainty import audit_intervals, interval_sentence
 from blindspot.models.device import torch_threads
 from blindspot.models.adapters import ReconstructionFolder, load_adapter, reconstruction_key
 from blindspot.report import markdown_table
@@ -255,9 +255,7 @@ def summary_markdown(result: dict, config: dict, imageset: ImageSet) -> str:
     header, rows = ranking_rows(result)
     lines += [f"## Scoring functions, ranked ({result['ranking_mode']} mode)", "", markdown_table(header, rows), ""]
     if "bootstrap" in result:  # blindspot.experiments.uncertainty.audit_intervals
-        n, level, seed = (float(v) for v in result["bootstrap"])
-        lines += [f"In brackets: {100 * level:g} % percentile bootstrap intervals over the {len(imageset)} images ({n:.0f} "
-                  f"resamples of the images, seed {seed:.0f}).", ""]
+        lines += [interval_sentence(*(float(v) for v in result["bootstrap"]), len(imageset)), ""]
     lines += ["The full report, with the profiles, the tables per scoring function, the worst cases and the provenance: "
               "[`report.html`](report.html).", ""]
     return "\n".join(lines)

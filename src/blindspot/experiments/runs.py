@@ -34,6 +34,7 @@ from blindspot.experiments.uncertainty import (
     blind_spot_rows,
     bootstrap_settings,
     curve_uncertainty,
+    interval_sentence,
     grid_intervals,
     interval_text,
 )
@@ -142,7 +143,7 @@ def write_intensity(folder: Path, imageset: ImageSet, parameters: dict, *, cente
                f"# Experiment 1: anomaly intensity × reconstruction error{equalized}\n\n"
                f"{len(imageset)} images from `{imageset.source['data']}`, {radius_text(parameters, imageset.images.shape[-1])}, "
                f"{len(intensities)} intensities × {len(sigmas)} σ in [0, {parameters['sigma_max']:g}], seed {parameters['seed']}, "
-               f"centres {centers_record}.{_bootstrap_sentence(parameters, len(imageset))}\n\n{blind_spot_markdown(table)}\n\n"
+               f"centres {centers_record}.{bootstrap_sentence(parameters, len(imageset))}\n\n{blind_spot_markdown(table)}\n\n"
                f"Mean AP over the whole grid: {interval_text(result['ap'].mean(), *overall)}.\n")
     save_figure(plot_ap_heatmap(result["intensities"], result["sigmas"], result["ap"],
                                 title=f"AP of |blur(x) − x_anomalous|{equalized}"), folder / "heatmap.png")
@@ -169,13 +170,10 @@ def grid_parameters(**values) -> dict:
     return values
 
 
-def _bootstrap_sentence(parameters: dict, n_images: int) -> str:
-    """How the intervals of a summary were computed (empty without intervals)."""
-    n, level, seed = bootstrap_settings(parameters)
-    if not n:
-        return ""
-    return (f" In brackets: {100 * level:g} % percentile bootstrap intervals of the mean over the {n_images} images "
-            f"(images resampled with replacement, {n} resamples, seed {seed}).")
+def bootstrap_sentence(parameters: dict, count: int, unit: str = "image") -> str:
+    """:func:`interval_sentence` of a run's parameters, to follow a sentence (a space first; empty without intervals)."""
+    sentence = interval_sentence(*bootstrap_settings(parameters), count, unit)
+    return f" {sentence}" if sentence else ""
 
 
 def run_intensity(out: str | Path, data: DataConfig = DataConfig(), *, radius: float = 20, n_intensities: int = 100,
@@ -279,7 +277,7 @@ def write_texture(folder: Path, imageset: ImageSet, parameters: dict, *, match: 
                f"{len(imageset)} images from `{imageset.source['data']}`, {radius_text(parameters, imageset.images.shape[-1])}, "
                f"{len(sigmas)} σ in [0, {parameters['sigma_max']:g}], seed {parameters['seed']}, centres {centers_record}; "
                f"matched to {matched_to}. A texture matches the intensity whose AP curve is closest (L1), when the mean "
-               f"absolute AP difference is at most {MATCH_TOLERANCE}.{_bootstrap_sentence(parameters, len(imageset))}\n\n"
+               f"absolute AP difference is at most {MATCH_TOLERANCE}.{bootstrap_sentence(parameters, len(imageset))}\n\n"
                f"{markdown_table(header, rows)}\n")
     save_figure(plot_texture_curves(arrays), folder / "textures.png")
     return arrays
@@ -412,7 +410,7 @@ def _model_summary(arrays: dict, config: dict, imageset: ImageSet, *, blur_per_i
             f"{len(arrays['intensities'])} intensities, seed {p['seed']}, centres {config['centers']}; blur grid "
             f"{config['match']} ({len(arrays['sigmas'])} σ in [0, {float(arrays['sigmas'][-1]):g}]).\n\n"
             f"Mean L1 reconstruction error of the normal images: {float(arrays['recon_error']):.5f}. {verdict}"
-            f"{_bootstrap_sentence(p, len(imageset)) if uncertain else ''}\n\n" + markdown_table(header, rows) + "\n")
+            f"{bootstrap_sentence(p, len(imageset)) if uncertain else ''}\n\n" + markdown_table(header, rows) + "\n")
 
 
 def run_model(out: str | Path, checkpoint: str | Path, data: DataConfig = DataConfig(), *, reconstruct: str = "normal",

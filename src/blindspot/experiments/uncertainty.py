@@ -24,7 +24,8 @@ from blindspot.metrics.bootstrap import (
     resampled_means,
 )
 
-__all__ = ["BLIND_AP", "audit_intervals", "blind_spot_rows", "bootstrap_settings", "curve_uncertainty", "grid_intervals", "interval_text"]
+__all__ = ["BLIND_AP", "audit_intervals", "blind_spot_rows", "bootstrap_settings", "curve_uncertainty", "grid_intervals", "interval_sentence",
+           "interval_text"]
 
 #: An intensity is blind when the mean AP there is below this.
 BLIND_AP = 0.5
@@ -35,6 +36,16 @@ def bootstrap_settings(parameters: dict) -> tuple[int, float, int]:
     n, level = parameters.get("bootstrap", N_RESAMPLES), parameters.get("confidence", CONFIDENCE)
     check_bootstrap(n, level)
     return n, level, int(parameters.get("seed", 0))
+
+
+def interval_sentence(n_resamples: int, confidence: float, seed: int, count: int, unit: str = "image") -> str:
+    """How a summary's bracketed intervals were computed, over ``count`` images or volumes ('' without resamples)."""
+    if not n_resamples:
+        return ""
+    units = f"{count} {unit}" + ("s" if count != 1 else "")
+    spread = f"; one {unit} gives no spread" if count == 1 else ""
+    return (f"In brackets: {100 * confidence:g} % percentile bootstrap intervals of the mean over the {units} ({unit}s "
+            f"resampled with replacement, {n_resamples:.0f} resamples, seed {seed:.0f}{spread}).")
 
 
 def grid_intervals(ap_per_image: np.ndarray, parameters: dict) -> dict[str, np.ndarray]:

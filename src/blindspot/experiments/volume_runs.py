@@ -30,7 +30,14 @@ from blindspot.experiments.pitfalls import (
     match_curves,
     match_quality,
 )
-from blindspot.experiments.runs import COMMANDS, centers_file, centers_input, grid_parameters, model_label
+from blindspot.experiments.runs import (
+    COMMANDS,
+    bootstrap_sentence,
+    centers_file,
+    centers_input,
+    grid_parameters,
+    model_label,
+)
 from blindspot.experiments.uncertainty import bootstrap_settings, grid_intervals, interval_text
 from blindspot.experiments.volumes import (
     RADIUS_UNITS,
@@ -97,14 +104,6 @@ def _mean_text(per_volume: np.ndarray, parameters: dict) -> str:
         return f"{means.mean():.3f}"
     low, high = mean_intervals(means, n_resamples=n, confidence=level, seed=seed)
     return interval_text(means.mean(), low, high)
-
-
-def _interval_sentence(parameters: dict, n_volumes: int) -> str:
-    n, level, _ = bootstrap_settings(parameters)
-    if not n:
-        return ""
-    return (f" In brackets: {100 * level:g} % percentile bootstrap interval of the mean over the {n_volumes} volume(s) "
-            f"({n} resamples of the volumes{'; one volume gives no spread' if n_volumes == 1 else ''}).")
 
 
 def _volumes(data: DataConfig):
@@ -176,7 +175,7 @@ def write_volume_intensity(folder: Path, volumes, data: DataConfig, slices, para
             f"{len(sigmas)} σ in [0, {parameters['sigma_max']:g}], seed {parameters['seed']}, "
             f"{_slices_text(data, slices, result) if explicit is None else 'centres ' + centers_record}. The "
             "reconstruction is the volume blurred with a 3-D Gaussian of σ; AP is over every voxel of each volume "
-            f"(background included), then the mean over volumes.{_interval_sentence(parameters, len(result['shapes']))}\n\n")
+            f"(background included), then the mean over volumes.{bootstrap_sentence(parameters, len(result['shapes']), 'volume')}\n\n")
     if compare:
         slice_table = blind_spot_table(result["intensities"], result["sigmas"], result["slice_ap"])
         delta = np.abs(result["ap"] - result["slice_ap"])
@@ -304,7 +303,7 @@ def write_volume_texture(folder: Path, volumes, data: DataConfig, slices, parame
             f"{_slices_text(data, slices, result) if centers_record == 'sampled from the seed' else 'centres ' + centers_record}; "
             f"3-D pixel shuffle, sink and source inside the ball; matched to {matched_to}. A texture matches the intensity "
             f"whose AP curve is closest (L1), when the mean absolute AP difference is at most {MATCH_TOLERANCE}."
-            f"{_interval_sentence(parameters, len(result['shapes'])) if 'ap_low' in arrays else ''}\n\n"
+            f"{bootstrap_sentence(parameters, len(result['shapes']), 'volume') if 'ap_low' in arrays else ''}\n\n"
             f"{markdown_table(header, rows)}\n")
     if compare:
         rows = [[name, f"{result['ap'][k, s25]:.3f}", f"{result['slice_ap'][k, s25]:.3f}", f"{result['ap'][k, s1]:.3f}",
@@ -439,5 +438,5 @@ def _model_summary(arrays: dict, config: dict, volumes, parameters: dict) -> str
             f"({len(arrays['sigmas'])} σ in [0, {float(arrays['sigmas'][-1]):g}]).\n\n"
             f"Mean L1 reconstruction error of the normal volumes: {float(arrays['recon_error']):.5f}; mean AP over the "
             f"intensities {_mean_text(arrays['ap_per_volume'], parameters)}. {verdict}"
-            f"{_interval_sentence(parameters, len(arrays['ap_per_volume']))}\n\n"
+            f"{bootstrap_sentence(parameters, len(arrays['ap_per_volume']), 'volume')}\n\n"
             + markdown_table(["reconstruction", "mean AP", "min AP", "at intensity", "intensities with AP < 0.5"], rows) + "\n")
