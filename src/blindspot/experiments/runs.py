@@ -188,7 +188,7 @@ def run_intensity(out: str | Path, data: DataConfig = DataConfig(), *, radius: f
     ``execution``: where the grid runs (:class:`blindspot.execution.Execution`: in this process, a
     local Dask cluster or a Dask scheduler); the numbers do not depend on it. The same for every command.
     """
-    inputs = [data.data, centers if isinstance(centers, (str, Path)) else None]
+    inputs = [data.data, centers_file(centers)]
     check_output(out, inputs=inputs, overwrite=overwrite)
     parameters = grid_parameters(radius=radius, n_intensities=n_intensities, n_sigmas=n_sigmas, sigma_max=sigma_max,
                                   seed=seed, save_inputs=save_inputs, bootstrap=bootstrap, confidence=confidence)
@@ -288,7 +288,7 @@ def run_texture(out: str | Path, data: DataConfig = DataConfig(), *, radius: flo
                 save_inputs: bool = False, threads: int | None = None, bootstrap: int = N_RESAMPLES,
                 confidence: float = CONFIDENCE, overwrite: bool = False, execution: Execution | None = None) -> Path:
     """Experiment 2 (``blindspot pitfalls texture``) into the result folder ``out``."""
-    inputs = [data.data, match, centers if isinstance(centers, (str, Path)) else None]
+    inputs = [data.data, match, centers_file(centers)]
     check_output(out, inputs=inputs, overwrite=overwrite)
     parameters = grid_parameters(radius=radius, n_intensities=n_intensities, n_sigmas=n_sigmas, sigma_max=sigma_max,
                                   seed=seed, save_inputs=save_inputs, bootstrap=bootstrap, confidence=confidence)
@@ -424,7 +424,7 @@ def run_model(out: str | Path, checkpoint: str | Path, data: DataConfig = DataCo
     given at the native size and scaled with them. On a cluster (``execution``) the workers compute
     the blur grid the model is matched to; the model's passes run in this process.
     """
-    inputs = [checkpoint, data.data, match, centers if isinstance(centers, (str, Path)) else None]
+    inputs = [checkpoint, data.data, match, centers_file(centers)]
     check_output(out, inputs=inputs, overwrite=overwrite)
     if reconstruct not in RECONSTRUCT:
         raise BlindspotError(f"`reconstruct` must be 'normal' or 'anomalous'; got {reconstruct!r}.")
