@@ -105,6 +105,17 @@ def test_an_unreachable_scheduler_is_one_sentence_and_leaves_no_folder(tmp_path,
     assert code == 2 and "either --scheduler" in capsys.readouterr().err
 
 
+def test_a_worker_address_given_as_scheduler_is_one_sentence(tmp_path, cluster, capsys):
+    worker = next(iter(cluster[1].scheduler_info(n_workers=-1)["workers"]))
+    folders = make_maps(tmp_path / "m", n=3)
+    code = main(["evaluate", "--maps", str(folders["maps"]), "--labels", str(folders["labels"]), "--scheduler", worker,
+                 "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"error: --scheduler '{worker}' answers, but not as a Dask scheduler (it is a Dask Worker)")
+    assert not (tmp_path / "out").exists()
+
+
 # --------------------------------------------------------------------------------------------
 # pitfall grids
 
@@ -141,7 +152,7 @@ def test_grid_chunks_resume_from_the_cache_on_a_cluster(tmp_path, cluster, on_cl
 
 def test_whole_volume_grids_on_a_cluster_equal_the_local_run(tmp_path, nifti_folder, on_cluster):
     """Each volume is one task: the worker reads the volume itself and computes every σ (and the slice grid)."""
-    grid = dict(radius=5, n_intensities=4, n_sigmas=3, sigma_max=2, bootstrap=50)
+    grid = dict(radius=5, n_intensities=4, n_sigmas=3, sigma_max=2, bootstrap=100)
     on_slices = DataConfig(str(nifti_folder), slices=(10, 11, 12))
     run_volume_intensity(tmp_path / "local", on_slices, **grid, compare_slices=True)
     run_volume_intensity(tmp_path / "cluster", on_slices, **grid, compare_slices=True, execution=on_cluster)
@@ -176,15 +187,17 @@ def test_an_evaluation_of_maps_on_a_cluster_equals_the_local_run(tmp_path, on_cl
     folders = make_maps(tmp_path / "m", n=36)
     source = MapsFolder(str(folders["maps"]), str(folders["labels"]), masks=str(folders["masks"]),
                         images=str(folders["images"]), volume_regex=r"case_(\d)")
-    run_evaluation(tmp_path / "local", source, make_options("benchmark", bootstrap=200))
-    run_evaluation(tmp_path / "cluster", source, make_options("benchmark", bootstrap=200), execution=on_cluster)
+    benchmark = make_options("benchmark", image_score="mask-mean", bootstrap=200)  # the masks read on the workers
+    run_evaluation(tmp_path / "local", source, benchmark)
+    run_evaluation(tmp_path / "cluster", source, benchmark, execution=on_cluster)
     assert same_results(tmp_path / "local", tmp_path / "cluster") == []
-    assert len(list((tmp_path / "cluster" / "overlays").iterdir())) == 6
+    overlays = [sorted(p.name for p in (tmp_path / run / "overlays").iterdir()) for run in ("local", "cluster")]
+    assert overlays[0] == overlays[1] and len(overlays[1]) == 3  # every lesion is found (Dice 1): 3 cases, each once
     assert json.loads((tmp_path / "cluster" / "config.json").read_text())["execution"]["workers"] == 2
     # other protocols: per-volume pooling with the threshold pass, and a binned, FPR-thresholded, held-out split
     with open_pool(on_cluster) as pool:
         for options in (make_options(None, pooling="volume", min_component_size=2, bootstrap=100),
-                        make_options(None, threshold="fpr", fpr=5, val_fraction=0.3, accumulator="binned", bootstrap=50)):
+                        make_options(None, threshold="fpr", fpr=5, val_fraction=0.3, accumulator="binned", bootstrap=100)):
             local = evaluate(source.cases(0)[0], options, n_overlays=2)
             remote = evaluate(source.cases(0, pool=pool)[0], options, n_overlays=2)
             same_evaluation(local, remote, tmp_path)

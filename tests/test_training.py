@@ -302,9 +302,10 @@ def test_a_nan_loss_stops_with_a_clear_error_and_keeps_the_folder(tmp_path, monk
     from blindspot.models import BenchAE
 
     monkeypatch.setattr(BenchAE, "training_loss", lambda self, x: (x.sum() * math.nan, {"total": math.nan, "recon": math.nan}))
-    with pytest.raises(BlindspotError, match="the training loss became nan at step 1; lower `lr`"):
+    with pytest.raises(BlindspotError, match="the training loss became nan at step 1; lower `lr` and run again "
+                                             r"\(no checkpoint had been saved yet"):
         run_tiny(tmp_path / "run")
-    assert (tmp_path / "run.partial").is_dir()
+    assert not (tmp_path / "run.partial").exists()  # nothing to keep: the same command with a lower lr starts afresh
 
 
 def test_user_errors_are_caught_before_any_folder_is_written(tmp_path, uninterrupted):
@@ -367,7 +368,7 @@ def test_resume_never_touches_a_folder_blindspot_did_not_write(tmp_path, uninter
 def test_a_staging_folder_blindspot_did_not_write_is_never_removed(tmp_path):
     staging = user_folder(tmp_path / "run.partial")
     for flags in ({}, {"overwrite": True}):
-        with pytest.raises(BlindspotError, match=r"'.*run.partial' exists but was not written by blindspot"):
+        with pytest.raises(BlindspotError, match=r"'.*run.partial' exists and is not this command's staging folder"):
             run_tiny(tmp_path / "run", steps=2, **flags)
     assert [p.name for p in staging.iterdir()] == ["notes.txt"] and not (tmp_path / "run").exists()
 
@@ -419,3 +420,56 @@ def test_cli_errors_are_one_line(tmp_path, capsys, args, message):
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not (tmp_path / "r").exists()
+
+
+def test_cli_resume_works_from_another_working_directory(nifti_folder, tmp_path, monkeypatch, capsys):
+    first, elsewhere = tmp_path / "first", tmp_path / "elsewhere"
+    shutil.copytree(nifti_folder, first / "data")
+    elsewhere.mkdir()
+    monkeypatch.chdir(first)
+    args = ["train", "--model", "bench-ae", "--option", "d=4", "--option", "hidden=16", "--size", "32", "--batch-size", "2",
+            "--split", "all", "--slice", "12", "--steps", "2", "--val-every", "2", "--device", "cpu", "--data", "data"]
+    assert main([*args, "--out", "run"]) == 0, capsys.readouterr().err
+    monkeypatch.chdir(elsewhere)
+    run = first / "run"
+    code = main(["train", "--resume", str(run), "--steps", "4"])
+    assert code == 0, capsys.readouterr().err
+    assert [int(r["step"]) for r in read_metrics(run)] == [2, 4]
+    stored = load_checkpoint(run / "last.pt")["config"]
+    assert (stored["data"]["data"], stored["data_path"]) == ("data", str(first / "data"))  # as typed, and where it lies
+
+
+@pytest.mark.parametrize("at", [0, 2])
+def test_an_interrupted_cli_training_prints_one_line(tmp_path, capsys, monkeypatch, at):
+    original = training._Batches.__call__
+
+    def interrupted(self, step):
+        if step == at:
+            raise KeyboardInterrupt
+        return original(self, step)
+
+    monkeypatch.setattr(training._Batches, "__call__", interrupted)
+    out = tmp_path / "run"
+    code = main(["train", "--model", "bench-ae", "--option", "d=4", "--option", "hidden=16", "--size", "32", "--batch-size",
+                 "4", "--steps", "4", "--val-every", "2", "--device", "cpu", "--out", str(out)])
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    said = {0: "interrupted before the first checkpoint; run the same command again to start over.",
+            2: f"interrupted; the progress is in '{out}.partial/last.pt': run the same command again (or `blindspot train "
+               f"--resume {out}`) to continue."}[at]
+    assert code == 130 and lines == [said]
+    assert (tmp_path / "run.partial" / "last.pt").is_file() == (at == 2)
+
+
+def test_an_interrupted_cli_resume_prints_one_line(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    assert main(["train", "--model", "bench-ae", "--option", "d=4", "--option", "hidden=16", "--size", "32", "--batch-size",
+                 "4", "--steps", "2", "--val-every", "2", "--device", "cpu", "--out", str(out)]) == 0
+    capsys.readouterr()
+
+    def interrupted(self, step):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training._Batches, "__call__", interrupted)
+    code = main(["train", "--resume", str(out), "--steps", "4"])
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 130 and lines == [f"interrupted; continue with: blindspot train --resume {out}"]

@@ -26,11 +26,11 @@ MODEL = dict(name="ae", options={"d": 32}, preset="quick", overrides={"size": 64
 
 def run_demo(out: str | Path = "demo-report", *, overwrite: bool = False, threads: int | None = None) -> Path:
     """Write the demo report folder and return the path of its ``report.md``."""
-    check_output(out, overwrite=overwrite)
+    check_output(out, overwrite=overwrite, fingerprint="demo")
     started = time.perf_counter()
     plain_config, equalized_config = DataConfig(), DataConfig().with_preparation(equalize=True)
     plain = experiment_images(plain_config)
-    with result_folder(out, overwrite=overwrite) as folder:
+    with result_folder(out, overwrite=overwrite, fingerprint="demo") as folder:
         for name, config in (("intensity", plain_config), ("intensity-equalized", equalized_config)):
             (folder / name).mkdir(exist_ok=True)
             imageset = plain if config == plain_config else experiment_images(config)

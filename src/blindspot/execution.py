@@ -19,11 +19,20 @@ Inside a task, blindspot's own progress bars are silent (the client reports the 
 that runs a model can be given the client's torch thread count: CPU results of a convolution can
 differ in the last bit between thread counts, so this is what makes them bitwise equal to the
 in-process run. ``distributed`` is imported only when a cluster is used.
+
+Faults are sentences: an address where no Dask scheduler answers, a scheduler that goes away, a worker
+that dies. Ctrl-C and SIGTERM close the cluster within seconds (the workers of a local cluster never
+receive a terminal's Ctrl-C themselves), and Dask's log lines stay out of the terminal.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
+import os
+import signal
+import threading
+import time
 import uuid
 import warnings
 from contextlib import contextmanager
@@ -33,10 +42,15 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import blindspot.progress as progress_bars
 from blindspot.errors import BlindspotError
 
-__all__ = ["CONNECT_TIMEOUT", "Execution", "Pool", "execution_record", "gpu_resources", "open_pool"]
+__all__ = ["CONNECT_TIMEOUT", "Execution", "Pool", "cores", "execution_record", "gpu_resources", "open_pool",
+           "warn_above_cores"]
 
 #: Seconds to wait for a scheduler given by address before giving up.
 CONNECT_TIMEOUT = 10
+#: Seconds a closing client, and each closing worker, may take before they are dropped.
+CLOSE_TIMEOUT = 5
+#: Log level above every level Dask uses: its log lines are silenced while a pool is open (:func:`open_pool`).
+QUIET = logging.CRITICAL + 1
 
 
 @dataclass(frozen=True)
@@ -245,9 +259,14 @@ class Pool:
 
     def _result(self, future):
         from distributed import KilledWorker
+        from distributed.client import FutureCancelledError
 
         try:
             return future.result()
+        except FutureCancelledError as err:  # the scheduler went away (or closed the client) while the task waited
+            where = f" at {self.execution.scheduler}" if self.execution.scheduler is not None else ""
+            raise BlindspotError(f"the Dask scheduler{where} dropped the task ({err.reason}); check that it still runs, "
+                                 "then run the same command again to resume.") from None
         except KilledWorker as err:
             raise BlindspotError(f"a task failed because the workers running it died ({err}); a worker that runs out of "
                                  "memory is killed: give workers more memory, or fewer threads each.") from None
@@ -261,8 +280,10 @@ class Pool:
 def open_pool(execution: "Execution | Pool | None") -> Iterator[Pool | None]:
     """A :class:`Pool` for ``execution`` (None or in-process: None), closed (with its local cluster) at the end.
 
-    An already open :class:`Pool` is passed through and left open. A scheduler that cannot be reached
-    within :data:`CONNECT_TIMEOUT` seconds is a BlindspotError naming `scheduler`.
+    An already open :class:`Pool` is passed through and left open. A scheduler that does not answer
+    as a Dask scheduler within :data:`CONNECT_TIMEOUT` seconds is a BlindspotError naming `scheduler`.
+    Dask's own log lines stay out of the terminal while the pool is open and while it closes (its
+    failures reach the caller as errors of the tasks); an interrupt closes the cluster and its workers.
     """
     if execution is None or isinstance(execution, Pool):
         yield execution
@@ -272,39 +293,176 @@ def open_pool(execution: "Execution | Pool | None") -> Iterator[Pool | None]:
     if execution.mode == "in-process":
         yield None
         return
-    from distributed import Client, LocalCluster
+    from distributed import Client
+    from distributed.utils import silence_logging_cmgr
 
-    cluster = None
-    try:
+    with silence_logging_cmgr(QUIET), silence_logging_cmgr(QUIET, root="tornado"):
         if execution.scheduler is not None:
-            _check_address(execution.scheduler)
-            try:
-                client = Client(execution.scheduler, timeout=CONNECT_TIMEOUT, set_as_default=False)
-            except (OSError, ValueError, TypeError):
-                raise BlindspotError(f"cannot reach a Dask scheduler at `scheduler` {execution.scheduler!r} within "
-                                     f"{CONNECT_TIMEOUT} s; start one with dask scheduler, or check the address.") from None
+            client, cluster = _connect(execution.scheduler), None
         else:
-            resources = {"GPU": 1} if _cuda_devices() else None
+            warn_above_cores("workers", execution.workers)
+            progress_bars.status(f"starting a local Dask cluster of {execution.workers} worker"
+                                 f"{'s' if execution.workers > 1 else ''} ...")
+            cluster = _start_cluster(execution.workers)
             try:
-                cluster = LocalCluster(n_workers=execution.workers, threads_per_worker=1, processes=True,
-                                       dashboard_address=":0", resources=resources)
-            except Exception as err:  # noqa: BLE001 - any failure to start processes is reported the same way
-                raise BlindspotError(f"cannot start a local Dask cluster of `workers` {execution.workers} ({err}).") from None
-            client = Client(cluster, set_as_default=False)
-    except BaseException:
-        if cluster is not None:
-            cluster.close()
-        raise
-    pool = Pool(client, cluster, execution)
-    if execution.scheduler is not None and pool.workers == 0:
-        warnings.warn(f"the Dask scheduler at {execution.scheduler} has no worker yet; tasks wait until workers connect.",
-                      UserWarning, stacklevel=3)
+                client = Client(cluster, set_as_default=False)
+            except BaseException:
+                _close(None, cluster)
+                raise
+        pool = Pool(client, cluster, execution)
+        try:
+            if execution.scheduler is not None and pool.workers == 0:
+                warnings.warn(f"the Dask scheduler at {execution.scheduler} has no worker yet; tasks wait until workers "
+                              "connect.", UserWarning, stacklevel=3)
+            yield pool
+        finally:
+            _close(client, cluster)
+
+
+def cores() -> int:
+    """CPU cores this process may run on (its affinity where the platform tells it)."""
     try:
-        yield pool
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def warn_above_cores(name: str, count: int | None) -> None:
+    """Warn when ``count`` workers or threads (parameter ``name``) exceed this machine's cores: they compete for them."""
+    available = cores()
+    if count is not None and count > available:
+        warnings.warn(f"`{name}` {count} exceeds the {available} core{'s' if available > 1 else ''} of this machine; "
+                      "the work will run slower, not faster.", UserWarning, stacklevel=3)
+
+
+def _connect(address: str):
+    """A client of the Dask scheduler at ``address``, after :func:`_check_scheduler` (a BlindspotError if it fails)."""
+    from distributed import Client
+
+    _check_address(address)
+    _check_scheduler(address)
+    try:
+        return Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False)
+    except Exception:  # noqa: BLE001 - the scheduler went away since the check: any failure is the same fault
+        raise BlindspotError(_unreachable(address)) from None
+
+
+def _unreachable(address: str) -> str:
+    return (f"cannot reach a Dask scheduler at `scheduler` {address!r} within {CONNECT_TIMEOUT} s; start one with dask "
+            "scheduler, or check the address (a scheduler listens at tcp://HOST:8786, its dashboard at 8787).")
+
+
+def _check_scheduler(address: str) -> None:
+    """Refuse ``address`` unless a Dask scheduler answers there within :data:`CONNECT_TIMEOUT` seconds.
+
+    Dask's client waits without end for a server that accepts the connection and never answers (an
+    HTTP server), and fails with a traceback on one that answers something else (it reads the bytes
+    as frame lengths). This asks the peer who it is (Dask's handshake, then its ``identity``) in a
+    thread of its own, all within the timeout.
+    """
+    import asyncio
+
+    from distributed.comm import connect
+
+    async def identity():
+        comm = await connect(address, timeout=CONNECT_TIMEOUT)
+        try:
+            await comm.write({"op": "identity"})
+            return await comm.read()
+        finally:
+            comm.abort()
+
+    outcome: dict = {"done": threading.Event()}
+    _in_thread(lambda: asyncio.run(asyncio.wait_for(identity(), CONNECT_TIMEOUT)), "blindspot-scheduler-check", outcome)
+    outcome["done"].wait()
+    error, reply = outcome.get("error"), outcome.get("result")
+    if isinstance(error, OSError):  # refused, unknown host, timed out (TimeoutError is an OSError)
+        raise BlindspotError(_unreachable(address))
+    kind = reply.get("type") if isinstance(reply, dict) else None
+    if error is not None or kind != "Scheduler":
+        seen = f" (it is a Dask {kind})" if isinstance(kind, str) else ""
+        raise BlindspotError(f"`scheduler` {address!r} answers, but not as a Dask scheduler{seen}; give the address "
+                             "that dask scheduler prints, e.g. tcp://HOST:8786.")
+
+
+def _start_cluster(workers: int):
+    """A local cluster of ``workers`` processes that a Ctrl-C in the terminal does not reach.
+
+    Ctrl-C sends SIGINT to every process of the terminal's foreground group: each worker would die
+    with a traceback. The cluster is started from a thread that blocks SIGINT; the threads Dask starts
+    from it, and the worker processes they spawn, inherit that mask, while this process still gets the
+    signal and closes the workers itself. A Ctrl-C while the workers start stops them at once.
+    """
+    import multiprocessing
+    from multiprocessing import resource_tracker
+
+    from distributed import LocalCluster
+
+    # multiprocessing's resource tracker unblocks SIGINT in the thread that first needs it: start it here instead
+    resource_tracker.ensure_running()
+    before = set(multiprocessing.active_children())
+    resources = {"GPU": 1} if _cuda_devices() else None
+    outcome: dict = {"done": threading.Event()}
+    try:
+        _in_thread(lambda: LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                        resources=resources, silence_logs=QUIET),
+                   "blindspot-cluster-start", outcome, mask=(signal.SIGINT,))
+        outcome["done"].wait()
+    except BaseException:  # interrupted while the workers start: stop them as they come, then the half-started cluster
+        deadline = time.monotonic() + CLOSE_TIMEOUT
+        while "thread" in outcome and not outcome["done"].wait(0.1) and time.monotonic() < deadline:
+            for process in set(multiprocessing.active_children()) - before:
+                process.kill()
+        _close(None, outcome.get("result"))
+        raise
+    if "error" in outcome:
+        raise BlindspotError(f"cannot start a local Dask cluster of `workers` {workers} ({outcome['error']}).")
+    return outcome["result"]
+
+
+def _in_thread(target: Callable[[], Any], name: str, outcome: dict, mask: tuple = ()) -> None:
+    """Run ``target()`` in a daemon thread that blocks the signals ``mask``: ``outcome`` gets its ``result`` or ``error``.
+
+    ``outcome["done"]`` (an event) is set at its end; ``outcome["thread"]`` once it starts. Wait on the
+    event rather than joining the thread: in Python 3.11 a join interrupted by Ctrl-C can mark a thread
+    that still runs as ended. The threads (and processes) that the target starts inherit the mask.
+    """
+    def run() -> None:
+        try:
+            outcome["result"] = target()
+        except BaseException as err:  # noqa: BLE001 - handed to the caller's thread
+            outcome["error"] = err
+        finally:
+            outcome["done"].set()
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, mask) if mask and hasattr(signal, "pthread_sigmask") else None
+    try:
+        outcome["thread"] = thread
+        thread.start()
     finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+        if blocked is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
+def _close(client, cluster) -> None:
+    """Close ``client`` and ``cluster`` (either may be None) within bounded time, saying nothing.
+
+    After a failure or an interrupt the scheduler or the workers may already be gone: closing must
+    then neither wait for them for long nor add a traceback after the one-line message. A Ctrl-C
+    while closing still closes both, then stops the command.
+    """
+    interrupted = None
+    for part in (client, cluster):
+        try:
+            if part is not None:
+                part.close(timeout=CLOSE_TIMEOUT)
+        except KeyboardInterrupt as err:
+            interrupted = err
+        except Exception:  # noqa: BLE001 - a close that fails leaves nothing to report; the process ends anyway
+            pass
+    if interrupted is not None:
+        raise interrupted
 
 
 def _check_address(address: str) -> None:

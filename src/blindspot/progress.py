@@ -71,6 +71,12 @@ def progress(total: int, desc: str, *, unit: str = "it", initial: int = 0, every
     return _LogLines(total, desc, unit, initial, every or max(1, total // 20))
 
 
+def status(message: str) -> None:
+    """One line on stderr about a phase that reports no progress of its own (e.g. a cluster starting); silent in a task."""
+    if not SILENT:
+        print(message, file=sys.stderr, flush=True)
+
+
 def progress_over(items, desc: str, *, unit: str = "file"):
     """Iterate over a sized collection while reporting progress (see :func:`progress`)."""
     with progress(len(items), desc, unit=unit) as bar:

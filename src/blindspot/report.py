@@ -34,10 +34,11 @@ def _axes(width: float, height: float, ncols: int = 1):
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:
-    """A GitHub-flavoured markdown table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
+    """A GitHub-flavoured markdown table; a ``|`` inside a cell (``|ΔAP|``) is escaped so it does not split it."""
+    def line(cells) -> str:
+        return "| " + " | ".join(str(cell).replace("|", "\\|") for cell in cells) + " |"
+
+    return "\n".join([line(header), "|" + "---|" * len(header), *map(line, rows)])
 
 
 def blind_spot_markdown(table: list[dict]) -> str:
@@ -72,11 +73,23 @@ def blind_spot_markdown(table: list[dict]) -> str:
 # experiments 1 and 2
 
 
+def _span(values: np.ndarray) -> tuple[float, float]:
+    """An axis's extent for a heatmap: first to last value; a single value gets a unit-wide cell around it
+    (an extent of zero width makes matplotlib warn about singular limits)."""
+    first, last = float(values[0]), float(values[-1])
+    return (first - 0.5, first + 0.5) if first == last else (first, last)
+
+
+def _grid_extent(intensities: np.ndarray, sigmas: np.ndarray) -> tuple[float, float, float, float]:
+    """The heatmaps' extent: σ on x, intensity on y."""
+    return (*_span(sigmas), *_span(intensities))
+
+
 def plot_ap_heatmap(intensities: np.ndarray, sigmas: np.ndarray, ap: np.ndarray, *, title: str = "") -> Figure:
     """AP over the (intensity, σ) grid: σ on the x axis, anomaly intensity on the y axis (MIDL 2022 Fig. 2)."""
     fig, ax = _axes(5.5, 4.5)
     image = ax.imshow(ap, origin="lower", aspect="auto", vmin=0, vmax=1, cmap="viridis",
-                      extent=(sigmas[0], sigmas[-1], intensities[0], intensities[-1]))
+                      extent=_grid_extent(intensities, sigmas))
     ax.set_xlabel("σ of the Gaussian blur (simulated reconstruction error)")
     ax.set_ylabel("anomaly intensity")
     ax.set_title(title or "average precision of the residual")
@@ -472,13 +485,13 @@ def plot_volume_slice_comparison(result: dict) -> Figure:
     """
     fig, axes = _axes(17, 4.5, ncols=4)
     intensities, sigmas = result["intensities"], result["sigmas"]
-    extent = (sigmas[0], sigmas[-1], intensities[0], intensities[-1])
+    extent = _grid_extent(intensities, sigmas)
     panels = [(result["ap"], "whole volumes (3-D blur, every voxel)", "viridis", 0, 1),
               (result["slice_ap"], "central slices (2-D blur, every pixel)", "viridis", 0, 1),
               (result["ap"] - result["slice_ap"], "AP(volume) − AP(slice)", "RdBu_r", -1, 1)]
     for ax, (values, title, cmap, low, high) in zip(axes, panels):
         shown = ax.imshow(values, origin="lower", aspect="auto", vmin=low, vmax=high, cmap=cmap, extent=extent)
-        if cmap == "viridis":
+        if cmap == "viridis" and min(values.shape) > 1:  # a contour needs a 2-D grid
             ax.contour(values, levels=[0.5], colors="white", linewidths=0.8, extent=extent)
         ax.set_xlabel("σ of the Gaussian blur")
         ax.set_ylabel("anomaly intensity")

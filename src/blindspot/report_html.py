@@ -240,6 +240,7 @@ def audit_html(result: dict, config: dict) -> str:
              "functions.</p>"]
     if config.get("note"):
         parts.append(f'<p class="note">{_inline(config["note"])}</p>')
+    parts += [f'<p class="note"><strong>Note:</strong> {_inline(text)}</p>' for text in config.get("notes", [])]
     verdict = "".join(f"<li>{_bold(_inline(s))}</li>" for s in audit_verdict(result))
     header, rows = ranking_rows(result)
     parts.append(f'<section class="verdict"><h2>Verdict</h2><ul>{verdict}</ul>'

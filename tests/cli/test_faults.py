@@ -7,7 +7,6 @@ the output folder changed (the inputs and a sibling folder are hashed before and
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import stat
 from pathlib import Path
@@ -18,34 +17,6 @@ import pytest
 from blindspot.cli import main
 
 SMALL = ["--n-intensities", "4", "--n-sigmas", "3", "--sigma-max", "2", "--radius", "6"]
-
-
-def snapshot(*roots: Path) -> dict[str, str]:
-    """Every file under ``roots`` (hidden ones included) with its content hash."""
-    out = {}
-    for root in roots:
-        for path in sorted(Path(root).rglob("*")):
-            if path.is_file():
-                out[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return out
-
-
-@pytest.fixture
-def world(tmp_path, nifti_folder):
-    """A working tree: data (NIfTI volumes), a sibling folder with a file that must survive, maps and labels."""
-    sibling = tmp_path / "thesis"
-    sibling.mkdir()
-    (sibling / "chapter1.tex").write_text("years of work")
-    maps, labels = tmp_path / "maps", tmp_path / "labels"
-    maps.mkdir()
-    labels.mkdir()
-    rng = np.random.default_rng(0)
-    for k in range(3):
-        label = np.zeros((8, 8), bool)
-        label[2:4, 2:4] = True
-        np.save(maps / f"c{k}.npy", rng.random((8, 8)) + label)
-        np.save(labels / f"c{k}.npy", label)
-    return {"root": tmp_path, "data": nifti_folder, "sibling": sibling, "maps": maps, "labels": labels}
 
 
 def run(capsys, args) -> tuple[int, str]:
@@ -72,7 +43,7 @@ def pitfalls(world, out, *extra) -> list[str]:
     ("{data}/results", "overlaps the input"),
     ("{sibling}", "not written by blindspot"),
 ])
-def test_an_output_folder_that_is_not_ours_is_never_touched(world, capsys, monkeypatch, out, fragment):
+def test_an_output_folder_that_is_not_ours_is_never_touched(snapshot, world, capsys, monkeypatch, out, fragment):
     nested = world["root"] / "work" / "deep"
     nested.mkdir(parents=True)
     monkeypatch.chdir(nested)
@@ -83,7 +54,7 @@ def test_an_output_folder_that_is_not_ours_is_never_touched(world, capsys, monke
     assert snapshot(world["root"]) == before
 
 
-def test_maps_read_then_overwritten_in_place_is_refused(world, capsys):
+def test_maps_read_then_overwritten_in_place_is_refused(snapshot, world, capsys):
     before = snapshot(world["root"])
     code, err = run(capsys, ["evaluate", "--maps", str(world["maps"]), "--labels", str(world["labels"]),
                              "--out", str(world["maps"]), "--overwrite"])
@@ -92,7 +63,7 @@ def test_maps_read_then_overwritten_in_place_is_refused(world, capsys):
     assert snapshot(world["root"]) == before
 
 
-def test_a_symlinked_out_is_judged_where_it_points(world, capsys):
+def test_a_symlinked_out_is_judged_where_it_points(snapshot, world, capsys):
     link = world["root"] / "link"
     link.symlink_to(world["data"], target_is_directory=True)
     before = snapshot(world["root"])
@@ -102,7 +73,7 @@ def test_a_symlinked_out_is_judged_where_it_points(world, capsys):
     assert snapshot(world["root"]) == before
 
 
-def test_overwrite_replaces_our_own_folder_and_clears_its_stale_staging(world, capsys, monkeypatch):
+def test_overwrite_replaces_our_own_folder_and_clears_its_stale_staging(snapshot, world, capsys, monkeypatch):
     out = world["root"] / "exp1"
     assert run(capsys, pitfalls(world, out))[0] == 0
     assert (out / ".blindspot").is_file()
@@ -128,7 +99,7 @@ def test_a_stale_staging_folder_we_did_not_write_is_never_removed(world, capsys)
     (foreign / "notes.txt").write_text("mine")
     code, err = run(capsys, pitfalls(world, world["root"] / "exp1", "--overwrite"))
     assert code == 2
-    assert_one_line(err, "not written by blindspot")
+    assert_one_line(err, "is not this command's staging folder")
     assert (foreign / "notes.txt").read_text() == "mine"
 
 
@@ -179,7 +150,7 @@ def test_a_read_only_parent_for_real(world, capsys):
     assert_one_line(err, "is not writable")
 
 
-def test_a_full_disk_keeps_a_resumable_staging_folder_and_says_where(world, capsys, monkeypatch):
+def test_a_full_disk_keeps_a_resumable_staging_folder_and_says_where(snapshot, world, capsys, monkeypatch):
     import blindspot.results as results
 
     real = results.np.savez_compressed
@@ -214,9 +185,10 @@ def test_a_corrupt_cache_chunk_is_recomputed_with_a_note(world, capsys):
         centers = saved["centers"]
     key = grid_fingerprint(images, kind="intensity", intensities=np.linspace(0, 1, 4), sigmas=np.linspace(0, 2, 3),
                            centers=centers, radius=6.0)
-    staging = world["root"] / "exp1.partial"
-    (staging / ".cache").mkdir(parents=True)
-    (staging / ".blindspot").write_text("{}")
+    from blindspot.results import make_staging
+
+    staging = make_staging((world["root"] / "exp1").resolve(), "pitfalls intensity")
+    (staging / ".cache").mkdir()
     # the chunk a crash cut short, under the name the run reads
     (staging / ".cache" / f"chunk-{key}-{0:06d}-{len(images):06d}.npz").write_bytes(b"PK\x03\x04 truncated")
     code, err = run(capsys, pitfalls(world, world["root"] / "exp1"))
@@ -251,7 +223,7 @@ def test_logs_get_lines_not_carriage_returns(world, capsys, monkeypatch):
     code, err = run(capsys, pitfalls(world, world["root"] / "exp1"))
     assert code == 0
     assert "\r" not in err
-    assert "intensity grid: 5/5 img" in err
+    assert "intensity grid: 15/15 σ" in err  # 5 images × 3 σ
 
 
 def test_records_say_what_happened(world, capsys):
@@ -264,3 +236,17 @@ def test_records_say_what_happened(world, capsys):
     assert set(config["input_hashes"]) == set(config["data"]["files"]) and len(config["input_hashes"]) == 5
     for package in ("numpy", "scipy", "scikit-image", "nibabel", "nilearn", "matplotlib", "torch"):
         assert config["versions"][package] != "not installed"
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["evaluate", "--maps", "nowhere", "--labels", "x", "--out", "o"], "Directory 'nowhere' does not exist; see 'blindspot evaluate -h'."),
+    (["pitfalls", "intensity", "--bogus"], "No such option '--bogus'"),
+    (["pitfalls", "intensity", "--n-sigmas", "many", "--out", "o"], "'many' is not a valid integer"),
+])
+def test_click_errors_are_one_sentence_too(world, capsys, monkeypatch, snapshot, args, fragment):
+    monkeypatch.chdir(world["root"])
+    before = snapshot(world["root"])
+    code, err = run(capsys, args)
+    assert code == 2
+    assert_one_line(err, "error: ", fragment)
+    assert snapshot(world["root"]) == before

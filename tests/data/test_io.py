@@ -13,6 +13,7 @@ from blindspot.data.io import (
     index_by_stem,
     is_nifti,
     nifti_shape,
+    nifti_spacing,
     read_array,
     read_centers,
     read_image,
@@ -177,3 +178,18 @@ def test_bad_centres_files(tmp_path, name, content, message):
         np.save(path, content)
     with pytest.raises(BlindspotError, match=message):
         read_centers(path)
+
+
+def test_nifti_spacing_is_read_as_stored(tmp_path):
+    import nibabel as nib
+
+    image = nib.Nifti1Image(np.ones((4, 4, 4, 1), np.float32), np.diag([2.0, 3.0, 4.0, 1.0]))
+    nib.save(image, str(tmp_path / "a.nii.gz"))
+    nib.save(nib.Nifti2Image(image.get_fdata(), image.affine), str(tmp_path / "b.nii"))
+    image.header["pixdim"][1] = 0  # nibabel's own reader would repair it to 1 mm
+    nib.save(image, str(tmp_path / "zero.nii.gz"))
+    assert nifti_spacing(tmp_path / "a.nii.gz") == nifti_spacing(tmp_path / "b.nii") == (2.0, 3.0, 4.0)
+    assert nifti_spacing(tmp_path / "zero.nii.gz") == (0.0, 3.0, 4.0)
+    (tmp_path / "bad.nii").write_bytes(b"xx")
+    with pytest.raises(BlindspotError, match="'.*bad.nii' is not a readable NIfTI file"):
+        nifti_spacing(tmp_path / "bad.nii")

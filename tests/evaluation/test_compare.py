@@ -81,8 +81,8 @@ def test_compare_gives_each_evaluation_its_interval_and_paired_differences(tmp_p
 
 
 def test_compare_refuses_evaluations_of_different_cases_in_one_line(tmp_path, capsys):
-    a = evaluate_cli(make_maps(tmp_path / "a", seed=1), tmp_path / "eval-a", "--bootstrap", "50")
-    b = evaluate_cli(make_maps(tmp_path / "b", seed=2, skip=(3,)), tmp_path / "eval-b", "--bootstrap", "50")
+    a = evaluate_cli(make_maps(tmp_path / "a", seed=1), tmp_path / "eval-a", "--bootstrap", "100")
+    b = evaluate_cli(make_maps(tmp_path / "b", seed=2, skip=(3,)), tmp_path / "eval-b", "--bootstrap", "100")
     capsys.readouterr()
     out = tmp_path / "cmp"
     code = main(["compare", str(a), str(b), "--out", str(out)])
@@ -95,8 +95,8 @@ def test_compare_refuses_evaluations_of_different_cases_in_one_line(tmp_path, ca
 
 def test_compare_refuses_other_units_non_evaluations_and_missing_bootstrap(tmp_path, capsys):
     root = make_maps(tmp_path / "a", seed=1, name="v{v}_s{k}")
-    pooled = evaluate_cli(root, tmp_path / "pooled", "--bootstrap", "50")
-    volumes = evaluate_cli(root, tmp_path / "volumes", "--bootstrap", "50", "--pooling", "volume", "--volume-regex", r"(v\d+)_")
+    pooled = evaluate_cli(root, tmp_path / "pooled", "--bootstrap", "100")
+    volumes = evaluate_cli(root, tmp_path / "volumes", "--bootstrap", "100", "--pooling", "volume", "--volume-regex", r"(v\d+)_")
     off = evaluate_cli(root, tmp_path / "off", "--bootstrap", "0")
     with pytest.raises(BlindspotError, match="resamples cases and .* volumes: their bootstrap units differ"):
         compare_evaluations([pooled, volumes], tmp_path / "o1")

@@ -178,14 +178,14 @@ def test_large_tables_are_binned_and_recorded(monkeypatch):
     for name in ("ap", "auroc", "best_dice"):
         assert binned["pixel"]["intervals"][name] == pytest.approx(exact["pixel"]["intervals"][name], abs=2e-3)
     monkeypatch.setattr(intervals_module, "EXACT_ROWS", 100)  # too many rows to keep: binned while collecting
-    assert evaluate(cases, make_options(bootstrap=50), n_overlays=0).metrics["bootstrap"]["pixel_tables"] == "binned (20 bits)"
-    accumulated = evaluate(cases, make_options(bootstrap=50, accumulator="binned", bits=14), n_overlays=0).metrics
+    assert evaluate(cases, make_options(bootstrap=100), n_overlays=0).metrics["bootstrap"]["pixel_tables"] == "binned (20 bits)"
+    accumulated = evaluate(cases, make_options(bootstrap=100, accumulator="binned", bits=14), n_overlays=0).metrics
     assert accumulated["bootstrap"]["pixel_tables"] == "binned (14 bits)"  # the evaluation's own bins
 
 
 def test_the_bootstrap_file_round_trips(tmp_path):
     cases = cases_of(seed=7)
-    for options in (make_options(bootstrap=50), make_options(pooling="volume", bootstrap=50), make_options(pooling="image", bootstrap=50)):
+    for options in (make_options(bootstrap=100), make_options(pooling="volume", bootstrap=100), make_options(pooling="image", bootstrap=100)):
         data = evaluate(cases, options, n_overlays=0).cases
         data.save(tmp_path / "b.npz")
         again = load_case_data(tmp_path / "b.npz")
@@ -223,12 +223,12 @@ def test_the_cli_flags_and_their_errors(tmp_path, capsys):
                  "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 2 and err.strip() == "error: --confidence has no effect here: it applies with a --bootstrap above 0."
-    assert main(["evaluate", "--maps", str(maps), "--labels", str(labels), "--bootstrap", "64", "--confidence", "0.8",
+    assert main(["evaluate", "--maps", str(maps), "--labels", str(labels), "--bootstrap", "100", "--confidence", "0.8",
                  "--seed", "3", "--overlays", "0", "--out", str(tmp_path / "o")]) == 0
     record = json.loads((tmp_path / "o" / "metrics.json").read_text())
-    assert record["protocol"]["bootstrap"] == 64 and record["protocol"]["confidence"] == 0.8
-    assert record["metrics"]["bootstrap"]["seed"] == 3 and record["metrics"]["bootstrap"]["n_resamples"] == 64
+    assert record["protocol"]["bootstrap"] == 100 and record["protocol"]["confidence"] == 0.8
+    assert record["metrics"]["bootstrap"]["seed"] == 3 and record["metrics"]["bootstrap"]["n_resamples"] == 100
     summary = (tmp_path / "o" / "summary.md").read_text()
-    assert "In brackets: 80 % percentile bootstrap intervals over the 6 test cases (64 resamples" in summary
+    assert "In brackets: 80 % percentile bootstrap intervals over the 6 test cases (100 resamples" in summary
     low, high = record["metrics"]["pixel"]["intervals"]["ap"]
     assert f"| AP | {record['metrics']['pixel']['ap']:.4f} [{low:.4f}, {high:.4f}] |" in summary

@@ -90,3 +90,14 @@ def test_options_that_act_are_accepted():
 def test_bad_values_name_the_option(field, value, message):
     with pytest.raises(BlindspotError, match=message):
         EvaluationOptions(**{field: value})
+
+
+def test_which_protocols_read_brain_masks():
+    from blindspot.evaluation.options import reads_masks
+
+    assert not reads_masks(make_options()) and not reads_masks(make_options(), validation=True)
+    assert reads_masks(make_options(mask_erosion=0)) and reads_masks(make_options(mask_erosion=0), validation=True)
+    assert reads_masks(make_options(image_score="mask-mean")) and not reads_masks(make_options(image_score="mask-mean"),
+                                                                                  validation=True)
+    assert reads_masks(make_options(threshold="fpr"), validation=True) and not reads_masks(make_options(threshold="fpr"))
+    assert reads_masks(make_options(threshold="fpr", val_fraction=0.3))  # the held-out test cases are the validation

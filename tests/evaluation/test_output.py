@@ -12,6 +12,7 @@ from sklearn.metrics import average_precision_score
 
 from blindspot.cli import main
 from blindspot.evaluation import MapsFolder, make_options, run_evaluation
+from blindspot.evaluation.output import overlay_files, overlay_name
 from blindspot.results import MARKER, file_sha256
 
 from eval_fixtures import SIZE, make_maps
@@ -43,13 +44,15 @@ def test_cli_maps_folder_writes_every_output(tmp_path, capsys):
     f = make_maps(tmp_path / "m", kind="npy")
     out = tmp_path / "out"
     code, io = run(["--maps", f["maps"], "--labels", f["labels"], "--masks", f["masks"], "--images", f["images"],
-                    "--out", out, "--preset", "benchmark"], capsys, overlays=2)
+                    "--out", out, "--preset", "benchmark", "--image-score", "mask-mean"], capsys, overlays=2)
     assert code == 0, io.err
     names = {p.name for p in out.iterdir()}
     assert names == {"metrics.json", "config.json", "per_case.csv", "summary.md", "pr_curve.png", "roc_curve.png", "curves.npz",
                      "bootstrap.npz", "overlays", MARKER}
     assert not (tmp_path / "out.partial").exists()
-    assert len(list((out / "overlays").glob("best_*.png"))) == 2 and len(list((out / "overlays").glob("worst_*.png"))) == 2
+    # 2 best and 2 worst asked of 3 anomalous cases: each case at most once, named without its extension
+    shown = [p.name.split("_", 2)[2] for p in (out / "overlays").iterdir()]
+    assert len(shown) == len(set(shown)) >= 2 and set(shown) <= {"case_01.png", "case_03.png", "case_05.png"}
     record = json.loads((out / "metrics.json").read_text())
     assert record["preset"] == "benchmark" and record["protocol"]["pooling"] == "pooled" and record["versions"]["blindspot"]
     keys = sorted(p.stem for p in f["maps"].iterdir())
@@ -174,3 +177,21 @@ def test_a_failed_evaluation_leaves_no_folder(tmp_path, capsys):
     code, io = run(["--maps", f["maps"], "--labels", f["labels"], "--out", tmp_path / "o"], capsys)
     assert code == 2 and "contains NaN or infinite values" in io.err
     assert not (tmp_path / "o").exists() and not (tmp_path / "o.partial").exists()
+
+
+def test_overlay_names_drop_extensions_and_write_slices_plainly():
+    assert overlay_name("case_000.nii.gz[slice=16]") == "case_000_slice16"
+    assert overlay_name("c1.npy") == "c1" and overlay_name("BraTS2021_2_flair_70.png") == "BraTS2021_2_flair_70"
+    assert overlay_name("a b/c.d.png") == "c.d" and overlay_name("vol[slice=2]") == "vol_slice2"
+
+
+@pytest.mark.parametrize("n_cases", [1, 2, 3, 5])
+def test_overlays_show_each_case_once_however_many_are_asked(n_cases):
+    names = [f"c{k}.npy" for k in range(n_cases)]
+    for asked in (1, 2, n_cases, 100):
+        best = [{"kind": "best", "name": n} for n in names[:asked]]
+        worst = [{"kind": "worst", "name": n} for n in names[::-1][:asked]]
+        files = [name for name, _ in overlay_files(best + worst)]
+        shown = [name.split("_", 2)[2] for name in files]
+        assert len(shown) == len(set(shown)) == min(2 * asked, n_cases)
+        assert files[0] == "best_1_c0.png" and (n_cases == 1 or files[1] == f"worst_1_c{n_cases - 1}.png")

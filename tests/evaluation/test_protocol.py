@@ -313,3 +313,32 @@ def test_stream_equals_in_memory_and_binned_is_within_bounds():
     at = binned.metrics["at_threshold"]  # counts at a bin edge are exact
     labels, scores = pooled(cases)
     assert at["tp"] == np.sum((scores >= binned.metrics["threshold"]["value"]) & labels)
+
+
+def test_a_hold_out_must_leave_two_test_volumes():
+    from blindspot.evaluation.cases import validation_volumes
+
+    assert len(validation_volumes(["a", "b", "c"], 0.3, seed=0)) == 1
+    for volumes, fraction, counts in ((["a", "b", "c"], 0.5, "2 of the 3 test volumes and leaves 1"),
+                                      (["a", "b", "c"], 0.99, "3 of the 3 test volumes and leaves 0"),
+                                      (["a", "a"], 0.5, "1 of the 1 test volumes and leaves 0")):
+        with pytest.raises(BlindspotError, match=f"`val_fraction` {fraction:g} holds out {counts}; at least 2 must remain"):
+            validation_volumes(volumes, fraction, seed=0)
+
+
+def test_inputs_that_leave_nothing_to_measure_are_warned_about():
+    cases = random_cases(seed=13, n=4)
+    empty_labels = [Case(c.name, c.map, np.zeros_like(c.label)) for c in cases]
+    with pytest.warns(UserWarning, match="the test labels mark no anomalous pixel in any case: no metric can be measured"):
+        result = evaluate(empty_labels, make_options(bootstrap=0))
+    assert any("no metric can be measured" in note for note in result.notes)
+    empty_masks = [Case(c.name, c.map, c.label, np.zeros(c.map.shape, bool)) for c in cases]
+    with pytest.warns(UserWarning, match=r"every post-processed test map is 0 everywhere \(are the brain masks empty\?\)"):
+        result = evaluate(empty_masks, make_options(mask_erosion=0, bootstrap=0))
+    assert result.metrics["pixel"]["auroc"] == 0.5
+    constant = [Case(c.name, np.ones(c.map.shape), anomalous=bool(k % 2)) for k, c in enumerate(cases)]
+    with pytest.warns(UserWarning, match="every test case has the image score 1: no case can be told from another"):
+        evaluate(constant, make_options(bootstrap=0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # maps that measure something: no warning
+        evaluate(cases, make_options(bootstrap=0))

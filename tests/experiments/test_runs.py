@@ -310,5 +310,6 @@ def test_compare_refuses_other_folders_and_mixed_images(checkpoints, volumes32, 
         assert cli(["pitfalls", "model", "--checkpoint", checkpoints[0], "--data", volumes32, "--slice", slice_, *MODEL_SMALL,
                     "--n-sigmas", "2", "--out", outs[-1]], capsys)[0] == 0
     code, io = cli(["pitfalls", "compare", *outs, "--out", tmp_path / "c"], capsys)
-    assert_one_error(code, io.err, "computed on different images")
+    assert_one_error(code, io.err, f"'{outs[0]}' and '{outs[1]}' were computed on different images (slices [3] and [4]); "
+                                   "compare results on the same data.")
     assert not (tmp_path / "c").exists()

@@ -26,7 +26,7 @@ def test_grid_intervals_are_the_bootstrap_of_each_cells_mean_over_images():
     np.testing.assert_allclose(got["ap_high"], high, atol=1e-12)
     assert grid_intervals(per_image, {"seed": 4, "bootstrap": 0}) == {}
     with pytest.raises(BlindspotError, match="`confidence` must be a level in"):
-        grid_intervals(per_image, {"bootstrap": 10, "confidence": 1.5})
+        grid_intervals(per_image, {"bootstrap": 100, "confidence": 1.5})
 
 
 def test_the_blind_band_is_stated_with_its_uncertainty():

@@ -18,7 +18,7 @@ from blindspot.results import MARKER, file_sha256
 from conftest import assert_one_error, brain_volume, brain_volume_folder, save_nifti
 from conftest import run_cli as cli
 
-SMALL = ["--n-intensities", "6", "--n-sigmas", "4", "--sigma-max", "2", "--threads", "1", "--bootstrap", "50"]
+SMALL = ["--n-intensities", "6", "--n-sigmas", "4", "--sigma-max", "2", "--threads", "1", "--bootstrap", "100"]
 
 
 def saved(folder):
@@ -52,7 +52,7 @@ def test_intensity_on_whole_volumes_writes_a_complete_folder(volumes, tmp_path, 
                                       for k in range(3)}
     assert config["parameters"]["radius_unit"] == "voxel" and "numpy" in config["versions"]
     summary = (out / "summary.md").read_text()
-    assert "3 whole volume(s)" in summary and "ball radius 5 voxels" in summary and "| σ | intensities with AP < 0.5 |" in summary
+    assert "3 whole volumes" in summary and "ball radius 5 voxels" in summary and "| σ | intensities with AP < 0.5 |" in summary
     assert not (tmp_path / "e1.partial").exists() and not (out / ".cache").exists()
 
     again = tmp_path / "again"  # the centres file reproduces the run exactly

@@ -161,8 +161,10 @@ def test_percentile_interval_leaves_undefined_resamples_out():
 
 @pytest.mark.parametrize(("n", "level", "message"), [(-1, 0.95, "`bootstrap` must be an integer >= 0"),
                                                      (1.5, 0.95, "`bootstrap` must be an integer"),
-                                                     (10, 1.0, "`confidence` must be a level in \\(0, 1\\)"),
-                                                     (10, 95, "`confidence` must be a level")])
+                                                     (1, 0.95, "`bootstrap` must be 0 \\(no intervals\\) or at least 100"),
+                                                     (99, 0.95, "at least 100 resamples.*; got 99"),
+                                                     (100, 1.0, "`confidence` must be a level in \\(0, 1\\)"),
+                                                     (100, 95, "`confidence` must be a level")])
 def test_bad_settings_name_the_parameter(n, level, message):
     with pytest.raises(BlindspotError, match=message):
         check_bootstrap(n, level)

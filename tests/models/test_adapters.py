@@ -127,7 +127,7 @@ def test_factory_specs_and_weights(tmp_path, monkeypatch, images):
     np.testing.assert_allclose(reconstruct(load_adapter("adapterfactories:scale"), images), images / 2, atol=1e-7)
     with pytest.raises(BlindspotError, match="`weights` applies to a factory that returns a torch.nn.Module"):
         load_adapter("adapterfactories:scale", weights="w.pt")
-    with pytest.raises(BlindspotError, match="is a int, not a function to call"):
+    with pytest.raises(BlindspotError, match="is an int, not a function to call"):
         load_adapter("adapterfactories:NOT_CALLABLE")
     torch.save({"weight": torch.zeros(2, 1, 1, 1)}, tmp_path / "bad.pt")
     with pytest.raises(BlindspotError, match="`weights` 'bad.pt' do not fit the network of 'adapterfactories:net'"):
@@ -157,3 +157,40 @@ def test_a_reconstructions_folder_maps_its_range_back(tmp_path):
     np.save(folder / "c.npy", np.full((4, 4), np.inf, np.float32))
     with pytest.raises(BlindspotError, match="c.npy' contains NaN or infinite values"):
         ReconstructionFolder(folder).read(["a.png", "b[slice=3]", "c"], (4, 4))
+
+
+def test_reconstructions_are_read_in_their_range_or_refused(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "recon"
+    folder.mkdir()
+    image = np.arange(16, dtype=np.uint8).reshape(4, 4) * 16
+    np.save(folder / "a.npy", image)  # an integer array: an image of its type, whatever the model's range
+    Image.fromarray(image).save(folder / "b.png")
+    np.save(folder / "c.npy", np.full((4, 4), 1.05, np.float32))  # a decoder's overshoot, within RANGE_SLACK
+    for input_range in (None, "-1,1"):
+        recon = ReconstructionFolder(folder, input_range=input_range).read(["a", "b", "c"], (4, 4))
+        np.testing.assert_array_equal(recon[0], image.astype(np.float32) / 255)
+        np.testing.assert_array_equal(recon[1], recon[0])
+    np.testing.assert_allclose(ReconstructionFolder(folder).read(["a", "b", "c"], (4, 4))[2], 1.05)
+    np.save(folder / "c.npy", np.full((4, 4), 255.0, np.float32))
+    with pytest.raises(BlindspotError, match=r"c.npy' holds values from 255 to 255, outside the model's input range \[0, 1\]"):
+        ReconstructionFolder(folder).read(["a", "b", "c"], (4, 4))
+    np.testing.assert_allclose(ReconstructionFolder(folder, input_range="0,255").read(["a", "b", "c"], (4, 4))[2], 1.0)
+    np.save(folder / "c.npy", np.full((4, 4), 70000, np.int64))
+    with pytest.raises(BlindspotError, match="c.npy' holds int64 values from 70000 to 70000; image files and integer arrays"):
+        ReconstructionFolder(folder).read(["a", "b", "c"], (4, 4))
+
+
+def test_a_factory_without_weights_warns_only_when_its_network_has_parameters(tmp_path, monkeypatch):
+    (tmp_path / "weightless.py").write_text("import torch\n\ndef conv():\n    return torch.nn.Conv2d(1, 1, 3, padding=1)\n\n"
+                                            "def identity():\n    return torch.nn.Identity()\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.warns(UserWarning, match="no `weights` were given: the network of 'weightless:conv' runs with the weights"):
+        adapter = load_adapter("weightless:conv")
+    assert adapter.record()["note"].startswith("no `weights` were given")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert "note" not in load_adapter("weightless:identity").record()
+        torch.save(torch.nn.Conv2d(1, 1, 3, padding=1).state_dict(), tmp_path / "w.pt")
+        assert "note" not in load_adapter("weightless:conv", weights=tmp_path / "w.pt").record()

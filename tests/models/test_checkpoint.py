@@ -1,5 +1,6 @@
 """Checkpoints: one file rebuilds a model, its weights and its data convention; loading runs no code."""
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -93,14 +94,60 @@ def test_a_version_1_checkpoint_asks_for_retraining(model, tmp_path):
         assert str(caught.value) == message
 
 
-@pytest.mark.parametrize(("key", "value"), [("input_range", [1.0, -1.0]), ("input_range", "wide"), ("preparation", [1, 2])])
-def test_a_damaged_data_convention_is_refused(model, tmp_path, key, value):
+@pytest.mark.parametrize(
+    ("entry", "field", "value", "problem"),
+    [
+        ("input_range", "input_range", [1.0, -1.0], "is [1.0, -1.0]; expected [low, high] with low < high"),
+        ("input_range", "input_range", "wide", "is 'wide'; expected [low, high] with low < high"),
+        ("preparation", "preparation", [1, 2], "is [1, 2]; expected a dict or None"),
+        ("preparation", "size", 0, "must be a positive integer or None; got 0"),
+        ("preparation", "geometry", "round", "must be one of pad, crop, stretch; got 'round'"),
+        ("model", "name", "nosuch", "is 'nosuch', none of the registered models ae, bench-ae, ceae, memae, spatial-ae, "
+                                    "vae, vqvae2"),
+        ("model", "foo", 1, "is not an option of model 'bench-ae', which takes size, d, hidden, loss"),
+        ("model", "d", "sixteen", "is 'sixteen'; expected an integer like the default 16"),
+        ("model", "loss", 2, "is 2; expected a string like the default 'mse'"),
+        ("step", "step", -1, "is -1; expected a non-negative integer"),
+    ],
+)
+def test_a_tampered_entry_names_the_file_and_the_field(model, tmp_path, entry, field, value, problem):
     path = save_checkpoint(tmp_path / "m.pt", model[0], step=0, config={}, metrics={})
     checkpoint = torch.load(path, weights_only=True)
-    checkpoint[key] = value
+    if entry == field:
+        checkpoint[entry] = value
+    else:
+        checkpoint[entry] = {**(checkpoint[entry] or {}), field: value}
     torch.save(checkpoint, path)
-    with pytest.raises(BlindspotError, match=f"has an invalid {key} .*; the file is damaged"):
+    name = field if entry == field else f"{entry}.{field}"
+    with pytest.raises(BlindspotError) as caught:
         load_model(path)
+    assert str(caught.value) == f"'{path}': field '{name}' {problem} (the checkpoint may be damaged)."
+    assert "`" not in str(caught.value)  # a field is quoted, never written as a parameter the CLI turns into a flag
+
+
+def test_a_value_the_model_refuses_names_the_file_and_the_model_entry(model, tmp_path):
+    path = save_checkpoint(tmp_path / "m.pt", model[0], step=0, config={}, metrics={})
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["model"]["d"] = 0
+    torch.save(checkpoint, path)
+    with pytest.raises(BlindspotError) as caught:
+        load_model(path)
+    assert str(caught.value) == (f"'{path}': field 'model' does not build a 'bench-ae' model: bench-ae: latent size d "
+                                 "must be a positive integer; got 0 (the checkpoint may be damaged).")
+
+
+def test_exported_models_point_to_the_audit(tmp_path):
+    script = tmp_path / "net.pt"
+    with warnings.catch_warnings():  # torch.jit is deprecated in recent torch, and still what many exports are
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.script(torch.nn.Identity()).save(str(script))
+    onnx = tmp_path / "net.onnx"
+    onnx.write_bytes(b"\x08\x07\x12\x07pytorch")
+    for path, kind in ((script, "a TorchScript"), (onnx, "an ONNX")):
+        with pytest.raises(BlindspotError) as caught:
+            load_checkpoint(path)
+        assert str(caught.value) == (f"'{path}' is {kind} file, not a blindspot checkpoint; audit it with: blindspot "
+                                     f"audit --model '{path}'.")
 
 
 def test_a_failed_write_keeps_the_previous_file(model, tmp_path, monkeypatch):

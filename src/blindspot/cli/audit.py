@@ -28,10 +28,12 @@ SCORE_NAMES = "l1,positive,negative,ssim,rarity,image,zscore"
                    "directory too).")
 @click.option("--reconstructions", default=None, metavar="DIR",
               help="Instead of --model: reconstructions of the normal images, one file per image named like "
-                   "'mni152_axis2_slice60.npy' (the image's name; see docs/audit.md), in the model's input range. Only "
-                   "the normal mode can be computed.")
+                   "'mni152_axis2_slice60.npy' (the image's name; see docs/audit.md); float arrays in the model's input "
+                   "range, image files and integer arrays as images of their type (uint8 0-255). Only the normal mode "
+                   "can be computed.")
 @click.option("--weights", default=None, metavar="FILE",
-              help="A state dict for the factory's network (loaded with weights_only=True).")
+              help="A state dict for the factory's network (loaded with weights_only=True); without it the network "
+                   "keeps the weights its factory built, which the audit notes.")
 @click.option("--input-range", default=None, metavar="A,B",
               help="The value range the model takes its inputs in, e.g. -1,1 [default: the checkpoint's, else 0,1].")
 @click.option("--scores", default=SCORE_NAMES, show_default=True, metavar="LIST",

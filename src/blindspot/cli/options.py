@@ -17,7 +17,7 @@ import click
 from blindspot.data import GEOMETRIES, LAYOUTS, SPLITS, DataConfig, Preparation
 from blindspot.data.nifti import parse_slices
 from blindspot.errors import BlindspotError
-from blindspot.execution import Execution
+from blindspot.execution import Execution, warn_above_cores
 
 
 def group(*decorators):
@@ -88,7 +88,8 @@ grid_options = group(
 
 bootstrap_options = group(
     click.option("--bootstrap", type=click.IntRange(min=0), default=1000, show_default=True, metavar="N",
-                 help="Resamples of the images for the interval of every mean AP (seeded by --seed); 0: none."),
+                 help="Resamples of the images for the interval of every mean AP (seeded by --seed): 0 (none) or at "
+                      "least 100."),
     click.option("--confidence", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95, show_default=True,
                  help="Level of the bootstrap intervals."),
 )
@@ -102,7 +103,13 @@ output_options = group(
 #: Images per model call at inference unless ``--batch-size`` is given.
 INFERENCE_BATCH = 64
 
-threads_option = click.option("--threads", type=click.IntRange(min=1), default=None,
+def _warn_above_cores(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    """Warn when --threads exceeds this machine's cores (the threads would compete for them); --workers: ``open_pool``."""
+    warn_above_cores(param.name, value)
+    return value
+
+
+threads_option = click.option("--threads", type=click.IntRange(min=1), default=None, callback=_warn_above_cores,
                               help="CPU threads of this process [default: all cores; one fewer when training].")
 device_option = click.option("--device", default=None, metavar="cpu|cuda|cuda:N|mps",
                              help="torch device [default: CUDA, then MPS, then the CPU].")

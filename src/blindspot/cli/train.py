@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 from click.core import ParameterSource
 
@@ -71,7 +73,8 @@ TRAINING_FLAGS = ("steps", "epochs", "batch_size", "lr", "seed", "size")
 @click.option("--overwrite", is_flag=True, help="Replace --out if blindspot wrote it (never another folder).")
 def train(**params) -> None:
     """Train a reconstruction model on normal images; writes checkpoints and metrics to --out."""
-    from blindspot.training import make_config, resume_run
+    from blindspot.cli import as_flags
+    from blindspot.training import NothingToDo, make_config, resume_run
     from blindspot.training import train as train_model
 
     context = click.get_current_context()
@@ -86,9 +89,11 @@ def train(**params) -> None:
         try:
             folder = resume_run(resume, steps=params["steps"], device=params["device"], model_name=model_name,
                                 threads=params["threads"])
-        except KeyboardInterrupt:
-            click.echo(f"interrupted; continue with: blindspot train --resume {resume}", err=True)
-            raise
+        except NothingToDo as done:
+            click.echo(as_flags(str(done)))
+            return
+        except KeyboardInterrupt:  # the one line `blindspot.cli.main` prints
+            raise KeyboardInterrupt(f"interrupted; continue with: blindspot train --resume {resume}") from None
     else:
         if model_name is None or out is None:
             raise BlindspotError("pass --model NAME and --out RUN_DIR (or --resume RUN_DIR to continue a run).")
@@ -99,10 +104,19 @@ def train(**params) -> None:
             folder = train_model(config, out, model_name=model_name, model_options=parse_model_options(params["options"]),
                                  data=data, device=params["device"], overwrite=params["overwrite"], threads=params["threads"])
         except KeyboardInterrupt:
-            click.echo(f"interrupted; the progress is in {out}.partial/last.pt: continue with `blindspot train --resume {out}` "
-                       "or run the same command again.", err=True)
-            raise
+            raise KeyboardInterrupt(_interrupted(out)) from None
     click.echo(f"wrote {folder}/ (checkpoints best_ap.pt, best_loss.pt, last.pt; metrics.csv)")
+
+
+def _interrupted(out: str) -> str:
+    """The line an interrupted training prints (:func:`blindspot.cli.main`): where its progress is, if any, and how to go on."""
+    from blindspot.results import staging_path
+
+    staging = staging_path(Path(out))
+    if (staging_path(Path(out).expanduser()) / "last.pt").is_file():
+        return (f"interrupted; the progress is in '{staging / 'last.pt'}': run the same command again (or "
+                f"`blindspot train --resume {out}`) to continue.")
+    return "interrupted before the first checkpoint; run the same command again to start over."
 
 
 @click.command("list-models")

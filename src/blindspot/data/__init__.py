@@ -31,13 +31,24 @@ import numpy as np
 from blindspot.data.benchmark import benchmark_images, brats2021_images
 from blindspot.data.brats import Volume, brats_images, iter_brats_volumes
 from blindspot.data.folder import folder_images
-from blindspot.data.imageset import GEOMETRIES, LAYOUTS, SPLITS, DataConfig, ImageSet, Preparation, refuse_overlap, shared_inputs
+from blindspot.data.imageset import (
+    GEOMETRIES,
+    LAYOUTS,
+    SPLITS,
+    DataConfig,
+    ImageSet,
+    Preparation,
+    compile_volume_regex,
+    refuse_overlap,
+    shared_inputs,
+)
 from blindspot.data.io import NIFTI_SUFFIXES, is_nifti, stem
 from blindspot.data.mni152 import VALIDATION_SLICES, mni152_slices
 from blindspot.data.nifti import nifti_images, parse_slices
 from blindspot.data.preprocess import equalize_histogram, finish, fit_geometry
 from blindspot.data.volumes import VolumeSet, whole_volumes
 from blindspot.errors import BlindspotError
+from blindspot.wording import count
 
 __all__ = [
     "GEOMETRIES",
@@ -138,17 +149,14 @@ def load(config: DataConfig, *, default_split: str = "all") -> ImageSet:
 
 
 def volumes_from_names(names: list[str], pattern: str) -> list[str]:
-    """The volume id of each name: ``re.search(pattern)``'s group 1 if it has groups, else the match."""
-    try:
-        regex = re.compile(pattern)
-    except re.error as err:
-        raise BlindspotError(f"`volume_regex` '{pattern}' is not a valid regular expression ({err}).") from None
+    """The volume id of each name: group 1 of ``re.search(pattern)``."""
+    regex = compile_volume_regex(pattern)
     volumes = []
     for name in names:
         match = regex.search(name)
         if match is None:
             raise BlindspotError(f"`volume_regex` '{pattern}' does not match the name '{name}'.")
-        volumes.append(match.group(1) if regex.groups else match.group(0))
+        volumes.append(match.group(1))
     return volumes
 
 
@@ -160,7 +168,7 @@ def holdout(imageset: ImageSet, fraction: float = VALIDATION_FRACTION) -> tuple[
     """
     order = list(dict.fromkeys(imageset.volumes))
     if len(order) < 2:
-        raise BlindspotError(f"'{imageset.source.get('data')}' has {len(order)} volume(s) in its {imageset.source.get('split')} "
+        raise BlindspotError(f"'{imageset.source.get('data')}' has {count(len(order), 'volume')} in its {imageset.source.get('split')} "
                              "split; holding out validation images needs at least 2.")
     held = set(order[-max(1, round(fraction * len(order))):])
     mask = np.array([v in held for v in imageset.volumes])

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Sequence
 
@@ -11,7 +12,8 @@ import numpy as np
 
 from blindspot.errors import BlindspotError
 
-__all__ = ["GEOMETRIES", "LAYOUTS", "SPLITS", "DataConfig", "ImageSet", "Preparation", "refuse_overlap", "shared_inputs"]
+__all__ = ["GEOMETRIES", "LAYOUTS", "SPLITS", "DataConfig", "ImageSet", "Preparation", "compile_volume_regex", "refuse_overlap",
+           "shared_inputs"]
 
 #: Data set layouts (``"auto"`` detects one, see :func:`blindspot.data.detect_layout`).
 LAYOUTS = ("mni152", "nifti", "benchmark", "brats2021", "brats", "folder")
@@ -84,7 +86,8 @@ class DataConfig:
         Slice indices of volumes; None: the layout's default (see :func:`blindspot.data.load`).
     preparation : Preparation
     volume_regex : str or None
-        Volume id of each image from its name (group 1 of the first match), for per-volume pooling.
+        Volume id of each image from its name (group 1 of the first match; a pattern without a group is
+        refused), for per-volume pooling.
     """
 
     data: str = "mni152"
@@ -112,6 +115,8 @@ class DataConfig:
             object.__setattr__(self, "slices", tuple(int(s) for s in slices))
         if not isinstance(self.preparation, Preparation):
             raise BlindspotError(f"`preparation` must be a Preparation; got {type(self.preparation).__name__}.")
+        if self.volume_regex is not None:
+            compile_volume_regex(self.volume_regex)
 
     def with_preparation(self, **changes) -> "DataConfig":
         return replace(self, preparation=replace(self.preparation, **changes))
@@ -145,6 +150,19 @@ class DataConfig:
         if values.get("slices") is not None:
             values["slices"] = tuple(values["slices"])
         return cls(**values)
+
+
+def compile_volume_regex(pattern: str) -> re.Pattern:
+    """``pattern`` compiled, with the capture group that holds the volume id (a pattern without one is refused:
+    its whole match, often each image's own name, would quietly change nothing)."""
+    try:
+        regex = re.compile(pattern)
+    except (re.error, TypeError) as err:
+        raise BlindspotError(f"`volume_regex` '{pattern}' is not a valid regular expression ({err}).") from None
+    if not regex.groups:
+        raise BlindspotError(f"`volume_regex` '{pattern}' has no capture group; put the volume id in parentheses, "
+                             r"e.g. '(BraTS2021_\d+)_'.")
+    return regex
 
 
 @dataclass(frozen=True)

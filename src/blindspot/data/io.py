@@ -22,6 +22,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "NIFTI_SUFFIXES",
     "files_in",
+    "image_units",
     "index_by_stem",
     "is_nifti",
     "nifti_spacing",
@@ -112,8 +113,18 @@ def read_image(path: str | Path) -> np.ndarray:
         raise BlindspotError(f"'{path}' is not a readable image file ({type(err).__name__}: {err}).") from None
     if array.ndim != 2:
         raise BlindspotError(f"'{path}' has shape {array.shape}; expected a 2-D grayscale image.")
-    if array.dtype == np.bool_:
-        return array.astype(np.float32)
+    return image_units(array)
+
+
+def image_units(array: np.ndarray) -> np.ndarray:
+    """Stored image values as float32 in [0, 1] units: 8-bit divided by 255, other integers by 65535, floats as stored.
+
+    The one scaling of stored images (:func:`read_image`, integer reconstructions of an audit).
+
+    >>> image_units(np.array([0, 255], np.uint8)).tolist()
+    [0.0, 1.0]
+    """
+    array = np.asarray(array)
     if array.dtype == np.uint8:
         return array.astype(np.float32) / 255
     if array.dtype.kind in "iu":
@@ -169,9 +180,25 @@ def nifti_shape(path: str | Path) -> tuple[int, ...]:
 
 
 def nifti_spacing(path: str | Path) -> tuple[float, ...]:
-    """The voxel size of each (squeezed) array axis of a NIfTI file, from its header (millimetres as stored)."""
-    image = _open_nifti(Path(path))
-    return tuple(float(z) for z in image.header.get_zooms()[: len(_squeezed_shape(image.shape))])
+    """The voxel size of each (squeezed) array axis of a NIfTI file, as its header stores it (millimetres).
+
+    The header is read without nibabel's repair, which would turn a stored zero size into 1 mm.
+    """
+    import nibabel as nib
+    from nibabel.openers import ImageOpener
+
+    path = Path(path)
+    try:
+        with ImageOpener(str(path)) as file:
+            size = file.read(4)  # the header's own size: 348 for NIfTI-1, 540 for NIfTI-2 (either byte order)
+            file.seek(0)
+            nifti2 = 540 in (int.from_bytes(size, "little"), int.from_bytes(size, "big"))
+            header = (nib.Nifti2Header if nifti2 else nib.Nifti1Header).from_fileobj(file, check=False)
+    except FileNotFoundError:
+        raise BlindspotError(f"'{path}' does not exist.") from None
+    except Exception as err:  # nibabel raises many types for damaged files
+        raise BlindspotError(f"'{path}' is not a readable NIfTI file ({type(err).__name__}: {err}).") from None
+    return tuple(float(z) for z in header.get_zooms()[: len(_squeezed_shape(header.get_data_shape()))])
 
 
 def read_array(path: str | Path) -> np.ndarray:

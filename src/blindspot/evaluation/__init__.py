@@ -2,6 +2,8 @@
 
 * :mod:`~blindspot.evaluation.options`: every protocol choice, its presets (``benchmark``,
   ``benchmark-compat``, ``brain-mri``) and which options apply to which choices;
+* :mod:`~blindspot.evaluation.cases`: the cases to evaluate and the validation hold-out (:class:`Case`,
+  :class:`CaseStream`, :func:`split_validation`);
 * :mod:`~blindspot.evaluation.protocol`: cases in, every metric out (:func:`evaluate`);
 * :mod:`~blindspot.evaluation.sources`: cases from a folder of maps, or maps of a model or a
   baseline on any data source (:class:`MapsFolder`, :class:`OnData`);
@@ -15,9 +17,10 @@
 (1.0, 1.0)
 """
 
+from blindspot.evaluation.cases import Case, CaseStream, split_validation
 from blindspot.evaluation.options import PRESETS, EvaluationOptions, make_options
 from blindspot.evaluation.output import run_evaluation, write_evaluation
-from blindspot.evaluation.protocol import Case, CaseStream, Evaluation, evaluate, split_validation
+from blindspot.evaluation.protocol import Evaluation, evaluate
 from blindspot.evaluation.sources import MapMaker, MapsFolder, OnData, maps_cases, test_images
 
 __all__ = [

@@ -31,6 +31,7 @@ from blindspot.metrics.bootstrap import (
 )
 from blindspot.report import markdown_table, plot_differences, save_figure
 from blindspot.results import check_output, csv_text, input_hashes, load_json, provenance, result_folder, write_json, write_text
+from blindspot.wording import count
 
 __all__ = ["METRIC_LABELS", "compare_evaluations", "paired_differences"]
 
@@ -49,13 +50,31 @@ def _load(folder: Path) -> tuple[dict, dict, CaseData]:
     return load_json(folder / "metrics.json"), config, load_case_data(folder / "bootstrap.npz")
 
 
-def _same_cases(reference: CaseData, other: CaseData, a: str, b: str) -> np.ndarray:
-    """The position in ``other`` of each case of ``reference``; refuses evaluations of other cases in one sentence."""
+def _prepared_size(config: dict) -> int | None:
+    """The image size an evaluation prepared its images at (None: their native size or no data)."""
+    return ((config.get("source") or {}).get("data") or {}).get("preparation", {}).get("size")
+
+
+def _size_fix(config_a: dict, config_b: dict, a: str, b: str) -> str | None:
+    """How to make two evaluations of images prepared at different sizes comparable: which one to rerun, with what."""
+    size_a, size_b = _prepared_size(config_a), _prepared_size(config_b)
+    if size_a == size_b:
+        return None
+    at = {name: f"`size` {size}" if size else "their native size" for name, size in ((a, size_a), (b, size_b))}
+    rerun, size = (b, size_a) if size_a else (a, size_b)
+    return f"'{a}' prepared its images at {at[a]}, '{b}' at {at[b]}; rerun '{rerun}' with `size` {size}"
+
+
+def _same_cases(reference: CaseData, other: CaseData, a: str, b: str, size_fix: str | None = None) -> np.ndarray:
+    """The position in ``other`` of each case of ``reference``; refuses evaluations of other cases in one sentence.
+
+    ``size_fix`` (:func:`_size_fix`) replaces the generic advice when the cases differ in size.
+    """
     position = {name: k for k, name in enumerate(other.names)}
 
-    def refuse(detail: str) -> BlindspotError:
-        return BlindspotError(f"'{a}' and '{b}' are not evaluations of the same cases ({detail}); compare evaluations of "
-                              "the same test cases.")
+    def refuse(detail: str, fix: str | None = None) -> BlindspotError:
+        return BlindspotError(f"'{a}' and '{b}' are not evaluations of the same cases ({detail}); "
+                              f"{fix or 'compare evaluations of the same test cases'}.")
 
     if len(position) != len(other.names) or len(set(reference.names)) != len(reference.names):
         raise refuse("a case name occurs twice")
@@ -63,13 +82,13 @@ def _same_cases(reference: CaseData, other: CaseData, a: str, b: str) -> np.ndar
     only_b = sorted(set(other.names) - set(reference.names))
     if only_a or only_b:
         name, where = (only_a[0], a) if only_a else (only_b[0], b)
-        raise refuse(f"{len(reference.names)} and {len(other.names)} cases; '{name}' is only in '{where}'")
+        raise refuse(f"{len(reference.names)} and {count(len(other.names), 'case')}; '{name}' is only in '{where}'")
     order = np.array([position[n] for n in reference.names], np.int64)
-    for what, mine, theirs in (("labelled anomalous", reference.anomalous, other.anomalous[order]),
-                               ("of a different size", reference.n_pixels, other.n_pixels[order])):
+    for what, mine, theirs, fix in (("labelled anomalous", reference.anomalous, other.anomalous[order], None),
+                                    ("of a different size", reference.n_pixels, other.n_pixels[order], size_fix)):
         differ = np.flatnonzero(mine != theirs)
         if len(differ):
-            raise refuse(f"case '{reference.names[differ[0]]}' is {what} in one of them")
+            raise refuse(f"case '{reference.names[differ[0]]}' is {what} in one of them", fix)
     return order
 
 
@@ -140,7 +159,7 @@ def compare_evaluations(evaluations: Sequence[str | Path], out: str | Path, *, n
     if n_resamples < 1:
         raise BlindspotError("`bootstrap` must be at least 1 for a comparison.")
     folders = [Path(f) for f in evaluations]
-    check_output(out, inputs=folders, overwrite=overwrite)
+    check_output(out, inputs=folders, overwrite=overwrite, fingerprint="compare")
     if len(folders) < 2:
         raise BlindspotError(f"compare needs at least two evaluation folders; got {len(folders)}.")
     loaded = [_load(f) for f in folders]
@@ -150,8 +169,9 @@ def compare_evaluations(evaluations: Sequence[str | Path], out: str | Path, *, n
     indices = resample_indices(reference.n_groups, n_resamples, seed)
     weights = multiplicities(indices, reference.n_groups)
     points, distributions = [], []
-    for (record, _, data), folder in zip(loaded, folders):
-        order = _same_cases(reference, data, str(folders[0]), str(folder))
+    for (record, config, data), folder in zip(loaded, folders):
+        fix = _size_fix(loaded[0][1], config, str(folders[0]), str(folder))
+        order = _same_cases(reference, data, str(folders[0]), str(folder), fix)
         mapping = _group_map(reference, data, order, str(folders[0]), str(folder))
         resampled = resampled_metrics(data, weights[:, mapping])
         distributions.append({f"{s}.{k}": v for s, values in resampled.items() for k, v in values.items()})
@@ -164,7 +184,7 @@ def compare_evaluations(evaluations: Sequence[str | Path], out: str | Path, *, n
                  "resampled": reference.resampled, "n_resampled": reference.n_groups}
     poolings = sorted({data.pooling for _, _, data in loaded})
     files = [p for f in folders for p in (f / "metrics.json", f / "bootstrap.npz")]
-    with result_folder(out, overwrite=overwrite, inputs=folders) as folder:
+    with result_folder(out, overwrite=overwrite, inputs=folders, fingerprint="compare") as folder:
         write_json(folder / "config.json", {"command": "compare", "evaluations": [str(f) for f in folders], "labels": labels,
                                             "bootstrap": bootstrap, "input_hashes": input_hashes(files),
                                             "versions": provenance()})
@@ -180,8 +200,9 @@ def compare_evaluations(evaluations: Sequence[str | Path], out: str | Path, *, n
 def _summary(labels, loaded, folders, values, differences, bootstrap, poolings) -> str:
     level = f"{100 * bootstrap['confidence']:g} %"
     lines = ["# Paired comparison of evaluations", "",
-             f"{len(labels)} evaluations of the same {len(loaded[0][2].names)} test cases; {level} percentile intervals from "
-             f"{bootstrap['n_resamples']} resamples of the {bootstrap['n_resampled']} {bootstrap['resampled']} (seed "
+             f"{len(labels)} evaluations of the same {count(len(loaded[0][2].names), 'test case')}; {level} percentile "
+             f"intervals from {count(bootstrap['n_resamples'], 'resample')} of the "
+             f"{count(bootstrap['n_resampled'], bootstrap['resampled'].rstrip('s'))} (seed "
              f"{bootstrap['seed']}), the same resamples for every evaluation, so each difference is paired.", ""]
     lines += [markdown_table(["evaluation", "folder", "preset", "pooling", "threshold"],
                              [[label, f"`{folder}`", f"`{record.get('preset') or 'none'}`", record["protocol"]["pooling"],

@@ -31,16 +31,9 @@ from typing import Callable, Sequence
 import numpy as np
 
 from blindspot.errors import BlindspotError
+from blindspot.evaluation.cases import Case, validation_volumes
 from blindspot.evaluation.options import EvaluationOptions
-from blindspot.evaluation.protocol import (
-    Case,
-    _processed,
-    _Run,
-    rank_case,
-    threshold_cases,
-    threshold_result,
-    validation_volumes,
-)
+from blindspot.evaluation.protocol import _processed, _Run, rank_case, threshold_cases, threshold_result
 from blindspot.metrics.accumulators import binned_table
 from blindspot.metrics.tables import CountTable, merge_tables
 

@@ -34,12 +34,19 @@ from pathlib import Path
 import numpy as np
 
 from blindspot.errors import BlindspotError
-from blindspot.metrics.bootstrap import CaseTables, bin_table, multiplicities, percentile_interval, resample_indices
+from blindspot.metrics.bootstrap import (
+    CaseTables,
+    bin_table,
+    check_resample_memory,
+    multiplicities,
+    percentile_interval,
+    resample_indices,
+)
 from blindspot.metrics.tables import CountTable
 from blindspot.results import save_npz
 
 __all__ = ["BINNED_BITS", "BINNED_COST", "EXACT_COST", "EXACT_ROWS", "CaseData", "TableCollector", "add_intervals", "load_case_data",
-           "resampled_metrics"]
+           "resample_values", "resampled_metrics"]
 
 #: Rows of the cases' exact count tables kept in memory for exact resampling (about 20 bytes each).
 EXACT_ROWS = 1 << 22
@@ -260,8 +267,18 @@ def resampled_metrics(data: CaseData, weights: np.ndarray, image: CaseTables | N
     return out
 
 
+def resample_values(data: CaseData) -> int:
+    """Float64 values :func:`resampled_metrics` holds per resample: the cases' (and units') weights and about 32
+    metric distributions."""
+    return len(data.names) + len(data.parts.get("name", ())) + 32
+
+
 def add_intervals(metrics: dict, data: CaseData, *, n_resamples: int, confidence: float, seed: int) -> None:
-    """Put the percentile interval of every metric next to it in ``metrics`` (``intervals`` of each section)."""
+    """Put the percentile interval of every metric next to it in ``metrics`` (``intervals`` of each section).
+
+    Refused first when the resamples do not fit in memory (:func:`resample_values`).
+    """
+    check_resample_memory(data.n_groups, n_resamples, resample_values(data), unit=data.resampled[:-1])
     indices = resample_indices(data.n_groups, n_resamples, seed)
     distributions = resampled_metrics(data, multiplicities(indices, data.n_groups))
     undefined = {}

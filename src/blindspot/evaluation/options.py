@@ -9,7 +9,8 @@ from blindspot.errors import BlindspotError
 from blindspot.metrics.bootstrap import check_bootstrap
 from blindspot.scoring import IMAGE_SCORES
 
-__all__ = ["ACCUMULATORS", "BEST_DICE_RULES", "POOLINGS", "PRESETS", "THRESHOLDS", "EvaluationOptions", "make_options"]
+__all__ = ["ACCUMULATORS", "BEST_DICE_RULES", "POOLINGS", "PRESETS", "THRESHOLDS", "EvaluationOptions", "make_options",
+           "reads_masks"]
 
 POOLINGS = ("pooled", "volume", "image")
 THRESHOLDS = ("oracle", "val-dice", "fpr")
@@ -146,6 +147,17 @@ class EvaluationOptions:
         if not (is_int(self.seed) and self.seed >= 0):
             raise bad("seed", "an integer >= 0", self.seed)
         check_bootstrap(self.bootstrap, self.confidence)
+
+
+def reads_masks(options: EvaluationOptions, *, validation: bool = False) -> bool:
+    """Whether the protocol reads the brain masks of its test (or ``validation``) cases.
+
+    Masks act through masking (``mask_erosion``), the ``mask-mean`` image score (test cases) and the
+    healthy pixels of ``threshold`` fpr (validation cases, held out of the test cases by ``val_fraction``);
+    anywhere else they change nothing.
+    """
+    fpr = options.threshold == "fpr" and (validation or options.val_fraction is not None)
+    return options.mask_erosion is not None or fpr or (not validation and options.image_score == "mask-mean")
 
 
 def make_options(preset: str | None = None, **overrides) -> EvaluationOptions:

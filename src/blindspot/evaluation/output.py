@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
+from blindspot.data.io import stem
 from blindspot.evaluation.options import EvaluationOptions
 from blindspot.execution import Execution, execution_record, open_pool
 from blindspot.evaluation.protocol import Evaluation, evaluate
 from blindspot.evaluation.sources import MapsFolder, OnData
 from blindspot.metrics.tables import count_table, pr_curve, roc_curve
 from blindspot.report import markdown_table, plot_eval_curves, plot_overlay, save_figure
-from blindspot.results import check_output, csv_text, input_hashes, provenance, result_folder, save_npz, write_json, write_text
+from blindspot.results import (check_output, csv_text, input_hashes, output_lock, provenance, result_folder, save_npz,
+                               write_json, write_text)
+from blindspot.wording import count
 
-__all__ = ["image_curves", "run_evaluation", "summary_markdown", "write_evaluation"]
+__all__ = ["image_curves", "overlay_files", "overlay_name", "run_evaluation", "summary_markdown", "write_evaluation"]
 
 
 def image_curves(evaluation: Evaluation) -> dict | None:
@@ -54,7 +58,8 @@ def _bootstrap_sentence(bootstrap: dict) -> str:
     left_out = (" Resamples where a metric is undefined (e.g. one class only) are left out: "
                 + ", ".join(f"{k} {v}" for k, v in undefined.items()) + ".") if undefined else ""
     return (f"In brackets: {100 * bootstrap['confidence']:g} % percentile bootstrap intervals over the "
-            f"{bootstrap['n_resampled']} test {bootstrap['resampled']} ({bootstrap['n_resamples']} resamples with replacement, "
+            f"{count(bootstrap['n_resampled'], 'test ' + bootstrap['resampled'].rstrip('s'))} "
+            f"({count(bootstrap['n_resamples'], 'resample')} with replacement, "
             f"seed {bootstrap['seed']}{tables}; the threshold is held fixed for the metrics at the threshold).{left_out}")
 
 
@@ -62,7 +67,8 @@ def summary_markdown(evaluation: Evaluation, config: dict) -> str:
     """The human-readable summary: protocol, metrics, threshold, notes."""
     m = evaluation.metrics
     lines = [f"# Evaluation of {config['source'].get('description', 'anomaly maps')}", ""]
-    lines += [f"{m['n_cases']} cases; preset `{config.get('preset') or 'none'}`; blindspot {config['versions']['blindspot']}.", ""]
+    lines += [f"{count(m['n_cases'], 'case')}; preset `{config.get('preset') or 'none'}`; "
+              f"blindspot {config['versions']['blindspot']}.", ""]
     if "test_set" in config["source"]:
         test_set = config["source"]["test_set"]
         lines += [f"The data have no labels: the test set is the synthetic one (each image, then a copy with one "
@@ -126,11 +132,37 @@ def write_evaluation(folder: Path, evaluation: Evaluation, config: dict) -> None
     if evaluation.overlays:
         (folder / "overlays").mkdir(exist_ok=True)
         threshold = evaluation.metrics["threshold"]["value"]
-        counters: dict[str, int] = {}
-        for item in evaluation.overlays:
-            counters[item["kind"]] = counters.get(item["kind"], 0) + 1
-            safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in item["name"])
-            save_figure(plot_overlay(item, threshold), folder / "overlays" / f"{item['kind']}_{counters[item['kind']]}_{safe}.png")
+        for name, item in overlay_files(evaluation.overlays):
+            save_figure(plot_overlay(item, threshold), folder / "overlays" / name)
+
+
+def overlay_name(case: str) -> str:
+    """A file-name stem for a case: its name without the extension, a slice as ``_sliceK``.
+
+    >>> overlay_name("case_000.nii.gz[slice=16]"), overlay_name("c 1.npy")
+    ('case_000_slice16', 'c_1')
+    """
+    found = re.fullmatch(r"(.*)\[slice=(\d+)\]", case)
+    base, index = found.groups() if found else (case, None)
+    clean = re.sub(r"[^\w.-]+", "_", stem(base)).strip("_") or "case"
+    return clean + (f"_slice{index}" if index is not None else "")
+
+
+def overlay_files(overlays: list[dict]) -> list[tuple[str, dict]]:
+    """``(file name, overlay)`` with each case once: best and worst taken in turn, a case already shown skipped.
+
+    With few cases the best and the worst lists share cases (and ``--overlays`` above the number of
+    cases would list each case twice); a case shown among the best is not shown again among the worst.
+    """
+    queues = {kind: [o for o in overlays if o["kind"] == kind] for kind in ("best", "worst")}
+    shown, files, counts = set(), [], {"best": 0, "worst": 0}
+    for rank in range(max(map(len, queues.values()), default=0)):
+        for kind, queue in queues.items():
+            if rank < len(queue) and queue[rank]["name"] not in shown:
+                shown.add(queue[rank]["name"])
+                counts[kind] += 1
+                files.append((f"{kind}_{counts[kind]}_{overlay_name(queue[rank]['name'])}.png", queue[rank]))
+    return files
 
 
 def run_evaluation(out: str | Path, source: MapsFolder | OnData, options: EvaluationOptions, *, preset: str | None = None,
@@ -140,20 +172,24 @@ def run_evaluation(out: str | Path, source: MapsFolder | OnData, options: Evalua
     ``execution``: read and score the test cases on a Dask cluster (:mod:`blindspot.evaluation.distributed`);
     every number is the same as in this process.
     """
-    check_output(out, inputs=source.inputs(), overwrite=overwrite)
-    with open_pool(execution) as pool:
+    check_output(out, inputs=source.inputs(), overwrite=overwrite, fingerprint="evaluate")
+    with output_lock(out, "evaluate"):  # held from here until the folder is renamed: one command per --out
         if isinstance(source, MapsFolder):
-            cases, validation, record = source.cases(options.seed, pool=pool)
-        else:
-            cases, validation, record = source.cases(options.seed, options.positive_residual, pool=pool)
-        evaluation = evaluate(cases, options, validation=validation, n_overlays=n_overlays)
-        executed = execution_record(pool)
-    if isinstance(source, MapsFolder) and options.positive_residual and evaluation.n_signed == 0:
-        evaluation.notes.append("the positive-residual option had no effect: no map has a negative value; it needs signed residuals x − x̂.")
-    files = record.pop("files")
-    config = {"command": "evaluate", "preset": preset, "protocol": asdict(options), "source": record, "seed": options.seed,
-              "cases": [r["name"] for r in evaluation.per_case], "execution": executed, "input_hashes": input_hashes(files),
-              "versions": provenance()}
-    with result_folder(out, overwrite=overwrite, inputs=source.inputs()) as folder:
-        write_evaluation(folder, evaluation, config)
+            source.check(options)  # masks that change nothing are refused before any case is read
+        with open_pool(execution) as pool:
+            if isinstance(source, MapsFolder):
+                cases, validation, record = source.cases(options.seed, pool=pool)
+            else:
+                cases, validation, record = source.cases(options.seed, options.positive_residual, pool=pool)
+            evaluation = evaluate(cases, options, validation=validation, n_overlays=n_overlays)
+            executed = execution_record(pool)
+        if isinstance(source, MapsFolder) and options.positive_residual and evaluation.n_signed == 0:
+            evaluation.notes.append("the positive-residual option had no effect: no map has a negative value; it needs "
+                                    "signed residuals x − x̂.")
+        files = record.pop("files")
+        config = {"command": "evaluate", "preset": preset, "protocol": asdict(options), "source": record, "seed": options.seed,
+                  "cases": [r["name"] for r in evaluation.per_case], "execution": executed, "input_hashes": input_hashes(files),
+                  "versions": provenance()}
+        with result_folder(out, overwrite=overwrite, inputs=source.inputs(), fingerprint="evaluate") as folder:
+            write_evaluation(folder, evaluation, config)
     return Path(out)

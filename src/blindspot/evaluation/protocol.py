@@ -1,7 +1,7 @@
 """The evaluation protocol: cases in, every metric out, each choice explicit and computed exactly.
 
-An evaluation takes *cases* (one anomaly map per image or volume, with its pixel labels, brain mask
-and image-level label) and :class:`~blindspot.evaluation.options.EvaluationOptions`;
+An evaluation takes *cases* (:mod:`~blindspot.evaluation.cases`: one anomaly map per image or volume, with
+its pixel labels, brain mask and image-level label) and :class:`~blindspot.evaluation.options.EvaluationOptions`;
 :func:`evaluate` returns every metric, per-case values, curves and overlay data. In order:
 
 1. Post-processing of each map (:func:`blindspot.scoring.postprocess`): positive part → median
@@ -23,12 +23,13 @@ from __future__ import annotations
 import heapq
 import math
 import warnings
-from dataclasses import dataclass, field, replace
-from typing import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
 from blindspot.errors import BlindspotError
+from blindspot.evaluation.cases import Case, CaseStream, split_validation
 from blindspot.evaluation.intervals import CaseData, TableCollector, add_intervals
 from blindspot.evaluation.options import EvaluationOptions
 from blindspot.metrics import average_precision, roc_auc
@@ -48,93 +49,7 @@ from blindspot.metrics.tables import (
 from blindspot.progress import progress
 from blindspot.scoring import erode_mask, image_scores, postprocess, remove_small_components
 
-__all__ = ["Case", "CaseStream", "Evaluation", "Ranked", "evaluate", "rank_case", "split_validation", "threshold_cases",
-           "threshold_result"]
-
-
-@dataclass(frozen=True)
-class Case:
-    """One anomaly map to evaluate, with what is known about it.
-
-    Attributes
-    ----------
-    name : str
-        Shown in errors, ``per_case.csv`` and overlays (the file name for maps from a folder).
-    map : ndarray, shape (H, W) or (D, H, W)
-        Anomaly scores (higher = more anomalous), finite; slices along the first axis of volumes.
-    label : ndarray of bool or None
-        Pixel annotation of the same shape; None = no pixel annotation.
-    brain : ndarray of bool or None
-        Brain (foreground) mask of the same shape.
-    image : ndarray or None
-        The input image, for overlays only.
-    volume : str or None
-        Pooling unit of per-volume pooling; None = the case itself.
-    anomalous : bool or None
-        Image-level label; None = ``label.any()``.
-    """
-
-    name: str
-    map: np.ndarray
-    label: np.ndarray | None = None
-    brain: np.ndarray | None = None
-    image: np.ndarray | None = None
-    volume: str | None = None
-    anomalous: bool | None = None
-
-    def checked(self) -> "Case":
-        """Validate shapes and values; returns the case with ``volume`` and ``anomalous`` filled in."""
-        scores = np.asarray(self.map)
-        if scores.ndim not in (2, 3) or scores.dtype.kind not in "biuf":
-            raise BlindspotError(f"map '{self.name}' must be a 2-D or 3-D numeric array; got {scores.dtype} {scores.shape}.")
-        if scores.dtype.kind == "f" and not np.isfinite(scores).all():
-            raise BlindspotError(f"map '{self.name}' contains NaN or infinite values; anomaly scores must be finite.")
-        for what, array in (("label", self.label), ("brain mask", self.brain), ("image", self.image)):
-            if array is not None and np.shape(array) != scores.shape:
-                raise BlindspotError(f"the {what} of '{self.name}' has shape {np.shape(array)} but its map has {scores.shape}.")
-        label = None if self.label is None else np.asarray(self.label, bool)
-        anomalous = bool(label.any()) if self.anomalous is None and label is not None else self.anomalous
-        if anomalous is None:
-            raise BlindspotError(f"case '{self.name}' has neither a pixel label nor an image-level label.")
-        return replace(self, map=scores, label=label, anomalous=bool(anomalous),
-                       brain=None if self.brain is None else np.asarray(self.brain, bool),
-                       volume=self.name if self.volume is None else self.volume)
-
-
-class CaseStream:
-    """A re-iterable source of cases produced on demand (data larger than memory).
-
-    ``make()`` must return a fresh iterator over the same cases in the same order each time; the
-    evaluation iterates it once per pass and never keeps more than a few cases at once. ``has_labels``
-    says whether the cases carry pixel labels; ``count`` (if known) how many there are.
-    """
-
-    def __init__(self, make: Callable[[], Iterator[Case]], *, has_labels: bool, description: str = "",
-                 count: int | None = None) -> None:
-        self.make = make
-        self.has_labels = has_labels
-        self.description = description
-        self.count = count
-
-    def __iter__(self) -> Iterator[Case]:
-        return self.make()
-
-
-def split_validation(cases: Sequence[Case], fraction: float, seed: int) -> tuple[list[Case], list[Case]]:
-    """Hold out ``fraction`` of the volumes (seeded permutation of the sorted ids) as validation:
-    ``(test, validation)``, both in the original case order."""
-    cases = [c.checked() for c in cases]
-    chosen = validation_volumes([c.volume for c in cases], fraction, seed)
-    return [c for c in cases if c.volume not in chosen], [c for c in cases if c.volume in chosen]
-
-
-def validation_volumes(volumes: Sequence, fraction: float, seed: int) -> set:
-    """The ids :func:`split_validation` holds out: ``fraction`` of the distinct ones (at least one, not all)."""
-    ids = sorted(set(volumes))
-    if len(ids) < 2:
-        raise BlindspotError(f"`val_fraction` needs at least 2 volumes to split; the test set has {len(ids)}.")
-    n_val = min(len(ids) - 1, max(1, round(fraction * len(ids))))
-    return set(np.asarray(ids, dtype=object)[np.random.default_rng(seed).permutation(len(ids))[:n_val]])
+__all__ = ["Evaluation", "Ranked", "evaluate", "rank_case", "threshold_cases", "threshold_result"]
 
 
 @dataclass
@@ -537,6 +452,7 @@ def evaluate(
         overlays = thresholded["overlays"] if thresholded else []
     else:
         run.notes.append("no pixel labels: only image-level metrics were computed.")
+    _warn_unmeasurable(run, anomalous, scores, ranking.get("pooled_table"))
     cases_data = None
     if collector is not None:
         cases_data = CaseData.from_evaluation(collector, per_case, per_unit, thresholded if has_labels else None, options)
@@ -544,6 +460,26 @@ def evaluate(
         if cases_data.n_groups < 2:
             run.notes.append(f"one {cases_data.resampled[:-1]} only: the bootstrap intervals are degenerate.")
     return Evaluation(options, metrics, per_case, per_unit, curves, overlays, run.notes, len(run.signed), cases_data)
+
+
+def _warn_unmeasurable(run, anomalous: np.ndarray, scores: np.ndarray, table: CountTable | None) -> None:
+    """A warning (and a note) when the inputs leave nothing to measure: labels without any anomaly, or maps that
+    are one value everywhere after post-processing (as brain masks that are all empty make them)."""
+    if table is not None and not anomalous.any():
+        message = ("the test labels mark no anomalous pixel in any case: no metric can be measured (image and pixel "
+                   "AUROC, AP and Dice are nan).")
+    elif table is not None and len(table) == 1:
+        value = float(table.values[0])
+        masked = " (are the brain masks empty?)" if run.options.mask_erosion is not None and value == 0 else ""
+        message = (f"every post-processed test map is {value:g} everywhere{masked}: no pixel can be told from another "
+                   "(AUROC 0.5 measures nothing).")
+    elif table is None and anomalous.any() and not anomalous.all() and len(np.unique(scores)) == 1:
+        message = (f"every test case has the image score {float(scores[0]):g}: no case can be told from another (image "
+                   "AUROC 0.5 measures nothing).")
+    else:
+        return
+    run.notes.append(message)
+    warnings.warn(message, UserWarning, stacklevel=3)
 
 
 def _image_metrics(anomalous: np.ndarray, scores: np.ndarray, options: EvaluationOptions, notes: list[str]) -> dict:

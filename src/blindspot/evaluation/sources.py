@@ -28,8 +28,9 @@ from blindspot.data.brats import brats_volume, list_subjects
 from blindspot.data.nifti import split_files
 from blindspot.data.io import index_by_stem, is_nifti, read_array
 from blindspot.errors import BlindspotError
+from blindspot.evaluation.cases import Case, CaseStream
 from blindspot.evaluation.distributed import CaseChunks
-from blindspot.evaluation.protocol import Case, CaseStream
+from blindspot.evaluation.options import EvaluationOptions, reads_masks
 from blindspot.results import file_sha256
 
 __all__ = ["MapMaker", "MapsFolder", "OnData", "baseline_maps", "image_cases", "maps_cases", "model_maps", "test_images",
@@ -218,6 +219,14 @@ class MapsFolder:
 
     def inputs(self) -> list[str | None]:
         return [self.maps, self.labels, self.masks, self.images, self.val_maps, self.val_labels, self.val_masks]
+
+    def check(self, options: EvaluationOptions) -> None:
+        """Refuse masks the protocol of ``options`` never reads: given alone, they would change nothing."""
+        for flag, given, validation in (("masks", self.masks, False), ("val_masks", self.val_masks, True)):
+            if given is not None and not reads_masks(options, validation=validation):
+                raise BlindspotError(f"`{flag}` change nothing here: brain masks act only with `mask_erosion` (masking), "
+                                     f"{'' if validation else '`image_score` mask-mean or '}`threshold` fpr; add one, "
+                                     f"or omit `{flag}`.")
 
     def cases(self, seed: int, pool=None):
         """``(cases, validation cases or None, record)``; with ``pool`` the test cases are read by its workers."""

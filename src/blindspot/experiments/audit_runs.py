@@ -16,7 +16,9 @@ or non-finite values, or a bad reconstructions folder leaves nothing behind. The
   images ``inputs`` [N, H, W] exactly as scored and their ``reconstructions``. Arrays of the
   anomalous mode are NaN when only reconstructions were given (``has_anomalous`` False);
 * ``config.json`` — parameters, seed, the model (spec, kind, file hashes, input range,
-  preparation), the data and the healthy statistics, timings and model calls, versions;
+  preparation), the data and the healthy statistics, timings and model calls, versions, and
+  ``notes``: what the run cannot vouch for (a factory audited without ``weights``), also shown at
+  the top of ``summary.md`` and ``report.html`` and warned about in the terminal;
 * ``summary.md`` — the verdict and the ranking table.
 """
 
@@ -34,14 +36,16 @@ from blindspot.execution import Execution, execution_record, open_pool
 from blindspot.experiments.audit import audit
 from blindspot.experiments.grid import grid_fingerprint
 from blindspot.experiments.pitfalls import intensity_grid_axes
-from blindspot.experiments.runs import centers_file, centers_input, grid_parameters, radius_text, with_radius
+from blindspot.experiments.runs import centers_file, centers_input, grid_parameters, radius_text, sigma_text, with_radius
 from blindspot.experiments.uncertainty import audit_intervals, interval_sentence
 from blindspot.models.device import torch_threads
 from blindspot.models.adapters import ReconstructionFolder, load_adapter, reconstruction_key
 from blindspot.report import markdown_table
 from blindspot.report_html import audit_verdict, ranking_rows, write_audit_html
-from blindspot.results import check_output, file_sha256, input_hashes, provenance, result_folder, save_npz, write_json, write_text
+from blindspot.results import (check_output, file_sha256, input_hashes, output_lock, provenance, result_folder, save_npz,
+                               write_json, write_text)
 from blindspot.scoring import SCORES, HealthyStats, score_description
+from blindspot.wording import count
 
 __all__ = ["audit_images", "parse_scores", "run_audit", "write_audit"]
 
@@ -167,66 +171,68 @@ def run_audit(
     model_file = str(model) if model is not None and Path(str(model)).expanduser().exists() else None
     centers_path = centers_file(centers)
     inputs = [model_file, weights, reconstructions, data.data, train_data and train_data.data, centers_path]
-    check_output(out, inputs=inputs, overwrite=overwrite)
-    names = parse_scores(scores)
-    parameters = grid_parameters(radius=radius, n_intensities=n_intensities, n_sigmas=n_sigmas, sigma_max=sigma_max,
-                                  seed=seed, save_inputs=save_inputs, batch_size=batch_size)
-    if not (isinstance(batch_size, int) and batch_size >= 1):
-        raise BlindspotError(f"`batch_size` must be a positive integer; got {batch_size!r}.")
-    if reconstructions is not None and weights is not None:
-        raise BlindspotError("`weights` applies to a factory `model`, not to `reconstructions`.")
-    adapter, folder_source = None, None
-    if model is not None:
-        adapter = load_adapter(model, weights=weights, input_range=input_range, device=device, threads=threads)
-        if adapter.preparation:
-            data = data.prepared_like(adapter.preparation, what=f"'{model}'")
-        elif adapter.size is not None:
-            given = data.preparation.size
-            if given is None:
-                data = data.with_preparation(size=adapter.size)
-            elif given != adapter.size:
-                raise BlindspotError(f"`size` {given} differs from the {adapter.size} px input that '{model}' declares; omit "
-                                     "`size`.")
-    else:
-        folder_source = ReconstructionFolder(reconstructions, input_range=input_range)
-    imageset = audit_images(data)
-    parameters = with_radius(parameters, imageset)
-    intensities, sigmas = intensity_grid_axes(n_intensities, n_sigmas, sigma_max)
-    explicit, centers_record = centers_input(centers)
-    stats, stats_record = _statistics(data, train_data, imageset, names)
-    normal = folder_source.read(imageset.names, imageset.images.shape[1:]) if folder_source is not None else None
-    with torch_threads(threads), open_pool(execution) as pool:
-        result = audit(adapter, imageset.images, reconstructions=normal, intensities=intensities, sigmas=sigmas,
-                       radius=parameters["radius_used"], scores=names, stats=stats, seed=seed, centers=explicit,
-                       batch_size=batch_size, device=device, threads=threads, pool=pool)
-        executed = execution_record(pool)
-    result.update(audit_intervals(result, parameters))  # intervals over images (1,000 resamples of --seed, 95 %)
-    model_record = adapter.record() if adapter is not None else folder_source.record()
-    if label is not None:
-        model_record["spec"] = label
-    if model_file is not None:
-        model_record["sha256"] = file_sha256(model_file)
-    if weights is not None:
-        model_record["weights_sha256"] = file_sha256(weights)
-    if model_record.get("source"):
-        with contextlib.suppress(OSError):
-            model_record["source_sha256"] = file_sha256(model_record["source"])
-    files = [*imageset.source.get("files", []), model_file, weights, centers_path, *stats_record.get("files", []),
-             *(folder_source.files() if folder_source is not None else [])]
-    config = {
-        "command": "audit", "parameters": parameters, "seed": seed, "model": model_record, "data": imageset.source,
-        "preparation": imageset.source["config"]["preparation"], "images": imageset.names,
-        "reconstruction_keys": [reconstruction_key(n) for n in imageset.names],
-        "fingerprint": grid_fingerprint(imageset.images), "centers": centers_record,
-        "scores": {name: score_description(name) for name in names},
-        "statistics": {k: v for k, v in stats_record.items() if k != "files"},
-        "timings": result["timings"], "model_calls": result["model_calls"], "model_images": result["model_images"],
-        "execution": executed,
-        "note": note, "input_hashes": input_hashes([f for f in dict.fromkeys(files) if f is not None]),
-        "versions": provenance(),
-    }
-    with result_folder(out, overwrite=overwrite, inputs=inputs) as folder:
-        write_audit(folder, result, config, imageset, save_inputs=save_inputs)
+    check_output(out, inputs=inputs, overwrite=overwrite, fingerprint="audit")
+    with output_lock(out, "audit"):  # held from here until the folder is renamed: one command per --out
+        names = parse_scores(scores)
+        parameters = grid_parameters(radius=radius, n_intensities=n_intensities, n_sigmas=n_sigmas, sigma_max=sigma_max,
+                                      seed=seed, save_inputs=save_inputs, batch_size=batch_size)
+        if not (isinstance(batch_size, int) and batch_size >= 1):
+            raise BlindspotError(f"`batch_size` must be a positive integer; got {batch_size!r}.")
+        if reconstructions is not None and weights is not None:
+            raise BlindspotError("`weights` applies to a factory `model`, not to `reconstructions`.")
+        adapter, folder_source = None, None
+        if model is not None:
+            adapter = load_adapter(model, weights=weights, input_range=input_range, device=device, threads=threads)
+            if adapter.preparation:
+                data = data.prepared_like(adapter.preparation, what=f"'{model}'")
+            elif adapter.size is not None:
+                given = data.preparation.size
+                if given is None:
+                    data = data.with_preparation(size=adapter.size)
+                elif given != adapter.size:
+                    raise BlindspotError(f"`size` {given} differs from the {adapter.size} px input that '{model}' declares; omit "
+                                         "`size`.")
+        else:
+            folder_source = ReconstructionFolder(reconstructions, input_range=input_range)
+        imageset = audit_images(data)
+        parameters = with_radius(parameters, imageset)
+        intensities, sigmas = intensity_grid_axes(n_intensities, n_sigmas, sigma_max)
+        explicit, centers_record = centers_input(centers)
+        stats, stats_record = _statistics(data, train_data, imageset, names)
+        normal = folder_source.read(imageset.names, imageset.images.shape[1:]) if folder_source is not None else None
+        with torch_threads(threads), open_pool(execution) as pool:
+            result = audit(adapter, imageset.images, reconstructions=normal, intensities=intensities, sigmas=sigmas,
+                           radius=parameters["radius_used"], scores=names, stats=stats, seed=seed, centers=explicit,
+                           batch_size=batch_size, device=device, threads=threads, pool=pool)
+            executed = execution_record(pool)
+        result.update(audit_intervals(result, parameters))  # intervals over images (1,000 resamples of --seed, 95 %)
+        model_record = adapter.record() if adapter is not None else folder_source.record()
+        notes = [model_record["note"]] if model_record.get("note") else []  # e.g. a factory without `weights`
+        if label is not None:
+            model_record["spec"] = label
+        if model_file is not None:
+            model_record["sha256"] = file_sha256(model_file)
+        if weights is not None:
+            model_record["weights_sha256"] = file_sha256(weights)
+        if model_record.get("source"):
+            with contextlib.suppress(OSError):
+                model_record["source_sha256"] = file_sha256(model_record["source"])
+        files = [*imageset.source.get("files", []), model_file, weights, centers_path, *stats_record.get("files", []),
+                 *(folder_source.files() if folder_source is not None else [])]
+        config = {
+            "command": "audit", "parameters": parameters, "seed": seed, "model": model_record, "data": imageset.source,
+            "preparation": imageset.source["config"]["preparation"], "images": imageset.names,
+            "reconstruction_keys": [reconstruction_key(n) for n in imageset.names],
+            "fingerprint": grid_fingerprint(imageset.images), "centers": centers_record,
+            "scores": {name: score_description(name) for name in names},
+            "statistics": {k: v for k, v in stats_record.items() if k != "files"},
+            "timings": result["timings"], "model_calls": result["model_calls"], "model_images": result["model_images"],
+            "execution": executed,
+            "note": note, "notes": notes, "input_hashes": input_hashes([f for f in dict.fromkeys(files) if f is not None]),
+            "versions": provenance(),
+        }
+        with result_folder(out, overwrite=overwrite, inputs=inputs, fingerprint="audit") as folder:
+            write_audit(folder, result, config, imageset, save_inputs=save_inputs)
     return Path(out) / "report.html"
 
 
@@ -247,10 +253,11 @@ def summary_markdown(result: dict, config: dict, imageset: ImageSet) -> str:
     size = imageset.images.shape[-1]
     lines = [f"# Audit of `{config['model']['spec']}`", "",
              f"{len(imageset)} normal images from `{imageset.source['data']}` ({imageset.source.get('split')} split) "
-             f"prepared at {size} px; {radius_text(p, size)}, {len(result['intensities'])} intensities, "
-             f"{len(result['sigmas'])} σ in [0, {p['sigma_max']:g}], seed {p['seed']}, centres {config['centers']}.", ""]
+             f"prepared at {size} px; {radius_text(p, size)}, {count(len(result['intensities']), 'intensity')}, "
+             f"{sigma_text(result['sigmas'])}, seed {p['seed']}, centres {config['centers']}.", ""]
     if config.get("note"):
         lines += [config["note"], ""]
+    lines += [line for text in config.get("notes", []) for line in (f"**Note:** {text}", "")]
     lines += ["## Verdict", "", *[f"- {line}" for line in audit_verdict(result)], ""]
     header, rows = ranking_rows(result)
     lines += [f"## Scoring functions, ranked ({result['ranking_mode']} mode)", "", markdown_table(header, rows), ""]

@@ -19,7 +19,7 @@ from blindspot.data import DataConfig, ImageSet, load
 from blindspot.data.io import read_centers
 from blindspot.errors import BlindspotError
 from blindspot.execution import Execution, execution_record, open_pool
-from blindspot.experiments.grid import grid_fingerprint
+from blindspot.experiments.grid import check_grid_size, grid_fingerprint
 from blindspot.experiments.model_pitfalls import RECONSTRUCT, match_blur, model_intensity_experiment
 from blindspot.experiments.pitfalls import (
     MATCH_TOLERANCE,
@@ -61,6 +61,7 @@ from blindspot.report import (
     save_figure,
 )
 from blindspot.results import CACHE, check_output, input_hashes, load_json, provenance, result_folder, save_npz, write_json, write_text
+from blindspot.wording import count
 
 __all__ = ["compare_models", "load_model_result", "model_label", "run_intensity", "run_model", "run_texture",
            "write_intensity", "write_model", "write_texture"]
@@ -103,6 +104,28 @@ def radius_text(parameters: dict, size: int) -> str:
     return f"disk radius {parameters['radius']:g} px{resized}"
 
 
+def sigma_text(sigmas) -> str:
+    """The σ axis in words: ``1 σ (0)`` or ``100 σ in [0, 5]``."""
+    sigmas = np.asarray(sigmas, float)
+    if len(sigmas) == 1:
+        return f"1 σ ({sigmas[0]:g})"
+    return f"{len(sigmas):,} σ in [{sigmas[0]:g}, {sigmas[-1]:g}]"
+
+
+def distinct_labels(values) -> list[str]:
+    """``values`` with the fewest decimals (at least 2) that keep distinct values' labels distinct.
+
+    >>> distinct_labels([0.0, 0.001, 1.0])
+    ['0.000', '0.001', '1.000']
+    """
+    values = [float(v) for v in values]
+    for digits in range(2, 10):
+        labels = [f"{v:.{digits}f}" for v in values]
+        if len(set(labels)) == len(set(values)):
+            return labels
+    return [repr(v) for v in values]
+
+
 def with_radius(parameters: dict, imageset: ImageSet) -> dict:
     """The parameters with the radius at the prepared size, which must fit the images."""
     used = parameters["radius"] * imageset.scale
@@ -141,8 +164,9 @@ def write_intensity(folder: Path, imageset: ImageSet, parameters: dict, *, cente
     overall = _grid_mean_interval(result["ap_per_image"], parameters)
     write_text(folder / "summary.md",
                f"# Experiment 1: anomaly intensity × reconstruction error{equalized}\n\n"
-               f"{len(imageset)} images from `{imageset.source['data']}`, {radius_text(parameters, imageset.images.shape[-1])}, "
-               f"{len(intensities)} intensities × {len(sigmas)} σ in [0, {parameters['sigma_max']:g}], seed {parameters['seed']}, "
+               f"{count(len(imageset), 'image')} from `{imageset.source['data']}`, "
+               f"{radius_text(parameters, imageset.images.shape[-1])}, "
+               f"{count(len(intensities), 'intensity')} × {sigma_text(sigmas)}, seed {parameters['seed']}, "
                f"centres {centers_record}.{bootstrap_sentence(parameters, len(imageset))}\n\n{blind_spot_markdown(table)}\n\n"
                f"Mean AP over the whole grid: {interval_text(result['ap'].mean(), *overall)}.\n")
     save_figure(plot_ap_heatmap(result["intensities"], result["sigmas"], result["ap"],
@@ -163,6 +187,7 @@ def _grid_mean_interval(ap_per_image: np.ndarray, parameters: dict) -> tuple:
 
 def grid_parameters(**values) -> dict:
     """The grid's parameters, checked before any data are loaded (the data go to ``config["data"]``)."""
+    check_grid_size(values)
     intensity_grid_axes(values["n_intensities"], values["n_sigmas"], values["sigma_max"])
     if not values["radius"] > 0:
         raise BlindspotError(f"`radius` must be > 0; got {values['radius']}.")
@@ -189,12 +214,12 @@ def run_intensity(out: str | Path, data: DataConfig = DataConfig(), *, radius: f
     local Dask cluster or a Dask scheduler); the numbers do not depend on it. The same for every command.
     """
     inputs = [data.data, centers_file(centers)]
-    check_output(out, inputs=inputs, overwrite=overwrite)
+    check_output(out, inputs=inputs, overwrite=overwrite, fingerprint=COMMANDS["intensity"])
     parameters = grid_parameters(radius=radius, n_intensities=n_intensities, n_sigmas=n_sigmas, sigma_max=sigma_max,
                                   seed=seed, save_inputs=save_inputs, bootstrap=bootstrap, confidence=confidence)
     with open_pool(execution) as pool:
         imageset = experiment_images(data)
-        with result_folder(out, overwrite=overwrite, inputs=inputs) as folder:
+        with result_folder(out, overwrite=overwrite, inputs=inputs, fingerprint=COMMANDS["intensity"]) as folder:
             write_intensity(folder, imageset, parameters, centers=centers, threads=threads, pool=pool)
     return Path(out)
 
@@ -217,7 +242,7 @@ def load_intensity_match(match: Path, images: np.ndarray, radius: float, sigmas:
         raise BlindspotError(f"`match` '{match}': results.npz is missing or unreadable ({err}).") from None
     if config.get("fingerprint") != grid_fingerprint(images):
         raise BlindspotError(f"`match` '{match}' was computed on other images ({config['data'].get('data')}, "
-                             f"{len(config['images'])} images); use the same data and preparation.")
+                             f"{count(len(config['images']), 'image')}); use the same data and preparation.")
     if config["parameters"]["radius_used"] != radius:
         raise BlindspotError(f"`match` '{match}' used radius {config['parameters']['radius_used']:g} px, not {radius:g}.")
     if result["sigmas"].shape != sigmas.shape or not np.allclose(result["sigmas"], sigmas):
@@ -260,7 +285,7 @@ def write_texture(folder: Path, imageset: ImageSet, parameters: dict, *, match: 
     write_json(folder / "config.json", _config(COMMANDS["texture"], imageset, parameters, centers=centers_record, match=shown,
                                                inputs=[centers_file(centers), match and Path(match) / "results.npz"],
                                                execution=execution_record(pool)))
-    s25, s1 = (int(np.argmin(np.abs(sigmas - target))) for target in (0.25, 1.0))
+    shown = sorted({int(np.argmin(np.abs(sigmas - target))) for target in (0.25, 1.0)})  # one column on a coarse grid
     low, high = arrays.get("ap_low"), arrays.get("ap_high")
 
     def cell(k, s):
@@ -269,13 +294,15 @@ def write_texture(folder: Path, imageset: ImageSet, parameters: dict, *, match: 
     texture_means = [_grid_mean_interval(result["ap_per_image"][:, k], parameters) for k in range(len(result["textures"]))]
     rows = [[name, f"{arrays['matched_intensity'][k]:.3f}" if quality["matched"][k] else
              f"no match (closest {arrays['matched_intensity'][k]:.3f})", f"{quality['mean_abs'][k]:.3f}",
-             cell(k, s25), cell(k, s1), interval_text(result["ap"][k].mean(), *texture_means[k])]
+             *(cell(k, s) for s in shown), interval_text(result["ap"][k].mean(), *texture_means[k])]
             for k, name in enumerate(result["textures"])]
-    header = ["texture", "matched intensity", "mean |ΔAP| to it", f"AP at σ={sigmas[s25]:.2f}", f"AP at σ={sigmas[s1]:.2f}", "mean AP"]
+    header = ["texture", "matched intensity", "mean |ΔAP| to it",
+              *(f"AP at σ={label}" for label in distinct_labels(sigmas[shown])), "mean AP"]
     write_text(folder / "summary.md",
                "# Experiment 2: texture anomalies × reconstruction error\n\n"
-               f"{len(imageset)} images from `{imageset.source['data']}`, {radius_text(parameters, imageset.images.shape[-1])}, "
-               f"{len(sigmas)} σ in [0, {parameters['sigma_max']:g}], seed {parameters['seed']}, centres {centers_record}; "
+               f"{count(len(imageset), 'image')} from `{imageset.source['data']}`, "
+               f"{radius_text(parameters, imageset.images.shape[-1])}, "
+               f"{sigma_text(sigmas)}, seed {parameters['seed']}, centres {centers_record}; "
                f"matched to {matched_to}. A texture matches the intensity whose AP curve is closest (L1), when the mean "
                f"absolute AP difference is at most {MATCH_TOLERANCE}.{bootstrap_sentence(parameters, len(imageset))}\n\n"
                f"{markdown_table(header, rows)}\n")
@@ -289,12 +316,12 @@ def run_texture(out: str | Path, data: DataConfig = DataConfig(), *, radius: flo
                 confidence: float = CONFIDENCE, overwrite: bool = False, execution: Execution | None = None) -> Path:
     """Experiment 2 (``blindspot pitfalls texture``) into the result folder ``out``."""
     inputs = [data.data, match, centers_file(centers)]
-    check_output(out, inputs=inputs, overwrite=overwrite)
+    check_output(out, inputs=inputs, overwrite=overwrite, fingerprint=COMMANDS["texture"])
     parameters = grid_parameters(radius=radius, n_intensities=n_intensities, n_sigmas=n_sigmas, sigma_max=sigma_max,
                                   seed=seed, save_inputs=save_inputs, bootstrap=bootstrap, confidence=confidence)
     with open_pool(execution) as pool:
         imageset = experiment_images(data)
-        with result_folder(out, overwrite=overwrite, inputs=inputs) as folder:
+        with result_folder(out, overwrite=overwrite, inputs=inputs, fingerprint=COMMANDS["texture"]) as folder:
             write_texture(folder, imageset, parameters, match=Path(match) if match else None, centers=centers,
                           threads=threads, pool=pool)
     return Path(out)
@@ -405,10 +432,11 @@ def _model_summary(arrays: dict, config: dict, imageset: ImageSet, *, blur_per_i
                else f"the closest blur, σ = {sigma:.3f}, differs by a mean |ΔAP| of {mean_abs:.3f} (> {MATCH_TOLERANCE})")
         verdict = f"No match within the grid: {why}."
     return (f"# Experiment 3: {label}, reconstruction of the {p['reconstruct']} image\n\n"
-            f"Checkpoint `{config['checkpoint']['path']}`; {len(imageset)} images from `{config['data']['data']}` prepared as "
+            f"Checkpoint `{config['checkpoint']['path']}`; {count(len(imageset), 'image')} from `{config['data']['data']}` "
+            "prepared as "
             f"the model was trained ({imageset.images.shape[-1]} px); {radius_text(p, imageset.images.shape[-1])}, "
-            f"{len(arrays['intensities'])} intensities, seed {p['seed']}, centres {config['centers']}; blur grid "
-            f"{config['match']} ({len(arrays['sigmas'])} σ in [0, {float(arrays['sigmas'][-1]):g}]).\n\n"
+            f"{count(len(arrays['intensities']), 'intensity')}, seed {p['seed']}, centres {config['centers']}; blur grid "
+            f"{config['match']} ({sigma_text(arrays['sigmas'])}).\n\n"
             f"Mean L1 reconstruction error of the normal images: {float(arrays['recon_error']):.5f}. {verdict}"
             f"{bootstrap_sentence(p, len(imageset)) if uncertain else ''}\n\n" + markdown_table(header, rows) + "\n")
 
@@ -425,7 +453,7 @@ def run_model(out: str | Path, checkpoint: str | Path, data: DataConfig = DataCo
     the blur grid the model is matched to; the model's passes run in this process.
     """
     inputs = [checkpoint, data.data, match, centers_file(centers)]
-    check_output(out, inputs=inputs, overwrite=overwrite)
+    check_output(out, inputs=inputs, overwrite=overwrite, fingerprint=COMMANDS["model"])
     if reconstruct not in RECONSTRUCT:
         raise BlindspotError(f"`reconstruct` must be 'normal' or 'anomalous'; got {reconstruct!r}.")
     parameters = grid_parameters(radius=radius, n_intensities=n_intensities, n_sigmas=n_sigmas, sigma_max=sigma_max,
@@ -434,7 +462,8 @@ def run_model(out: str | Path, checkpoint: str | Path, data: DataConfig = DataCo
                                   checkpoint=str(checkpoint))
     model = load_model(checkpoint, device=device)
     imageset = experiment_images(data.prepared_like(model.preparation, what=f"'{checkpoint}'"))
-    with open_pool(execution) as pool, result_folder(out, overwrite=overwrite, inputs=inputs) as folder:
+    with open_pool(execution) as pool, result_folder(out, overwrite=overwrite, inputs=inputs,
+                                                     fingerprint=COMMANDS["model"]) as folder:
         write_model(folder, imageset, parameters, model=model, checkpoint=str(checkpoint), match=Path(match) if match else None,
                     centers=centers, device=device, threads=threads, checkpoint_file=checkpoint, pool=pool)
     return Path(out)
@@ -459,14 +488,31 @@ def load_model_result(folder: str | Path) -> tuple[dict, dict]:
     return arrays, config
 
 
+def _data_difference(a: dict, b: dict) -> str:
+    """What differs between the data of two results' configs, in words: the first differing setting, else the images."""
+    def settings(config: dict) -> dict:
+        record = dict(config["data"].get("config") or {})
+        return {**{k: v for k, v in record.items() if k != "preparation"}, **(record.get("preparation") or {})}
+
+    mine, theirs = settings(a), settings(b)
+    for key in [*mine, *(k for k in theirs if k not in mine)]:
+        if mine.get(key) != theirs.get(key):
+            return f"{key} {mine.get(key)!r} and {theirs.get(key)!r}"
+    if len(a["images"]) != len(b["images"]):
+        return f"{count(len(a['images']), 'image')} and {count(len(b['images']), 'image')}"
+    return "the same settings, but the images' content differs"
+
+
 def compare_models(result_dirs: Sequence[str | Path], out: str | Path, *, overwrite: bool = False) -> Path:
     """``blindspot pitfalls compare``: curves, error-vs-AP scatter and a table for several experiment-3 results."""
-    check_output(out, inputs=result_dirs, overwrite=overwrite)
+    check_output(out, inputs=result_dirs, overwrite=overwrite, fingerprint="pitfalls compare")
     if not result_dirs:
         raise BlindspotError("pitfalls compare needs at least one experiment-3 result folder.")
     loaded = [load_model_result(d) for d in result_dirs]
-    if len({config["fingerprint"] for _, config in loaded}) > 1:
-        raise BlindspotError("the experiment-3 results were computed on different images; compare results on the same data.")
+    for folder, (_, config) in zip(result_dirs[1:], loaded[1:]):
+        if config["fingerprint"] != loaded[0][1]["fingerprint"]:
+            raise BlindspotError(f"'{result_dirs[0]}' and '{folder}' were computed on different images "
+                                 f"({_data_difference(loaded[0][1], config)}); compare results on the same data.")
     labels = [model_label(config["model"]) + (" (anomalous)" if config["parameters"]["reconstruct"] == "anomalous" else "")
               for _, config in loaded]
     if len(set(labels)) < len(labels):  # e.g. repeats of one configuration: tell them apart by folder
@@ -480,7 +526,7 @@ def compare_models(result_dirs: Sequence[str | Path], out: str | Path, *, overwr
         sigma = f"{float(arrays['matched_sigma']):.3f}" + ("" if arrays["matched"] else " (no match)")
         rows.append([label, options, config["parameters"]["reconstruct"], f"{error:.5f}", f"{ap:.3f}", sigma, f"`{folder}`"])
     header = ["model", "options", "reconstructs", "recon error (L1)", "mean AP", "matched σ", "result"]
-    with result_folder(out, overwrite=overwrite, inputs=result_dirs) as folder:
+    with result_folder(out, overwrite=overwrite, inputs=result_dirs, fingerprint="pitfalls compare") as folder:
         write_json(folder / "config.json", {"command": "pitfalls compare", "results": [str(d) for d in result_dirs],
                                              "labels": labels, "versions": provenance()})
         save_npz(folder / "results.npz", labels=np.asarray(labels), recon_error=np.asarray(errors), mean_ap=np.asarray(mean_ap),

@@ -69,13 +69,15 @@ from blindspot.results import (
     csv_text,
     load_json,
     make_marked_folder,
+    output_lock,
     provenance,
     remove_marked_folder,
+    staging_state,
     write_json,
     write_text,
 )
 from blindspot.training import cpu_threads, make_config, train
-from blindspot.training.run_folder import model_kwargs
+from blindspot.training.run_folder import TRAIN, model_kwargs
 
 __all__ = ["METRICS", "parse_dims", "run_metrics", "summarize", "sweep_intervals", "sweep_latent"]
 
@@ -120,7 +122,8 @@ def _trained(run: Path, steps: int | None) -> bool:
     """Whether ``run`` holds a finished training: ``last.pt`` at its final step."""
     if not (run / "last.pt").is_file():
         return False
-    checkpoint = load_checkpoint(run / "last.pt")
+    with _damaged_run(run):
+        checkpoint = load_checkpoint(run / "last.pt")
     return checkpoint["step"] >= (steps if steps is not None else checkpoint["config"]["steps"])
 
 
@@ -194,7 +197,7 @@ def sweep_latent(
     out = Path(out)
     check_output(out, inputs=[data.data], overwrite=True)  # an existing sweep folder is resumed, below
     create_model(model, **model_kwargs(base, {**model_options, "d": dims[0]}))  # bad model options fail here
-    with open_pool(execution) as pool:
+    with output_lock(out, "sweep latent", flag="`out`"), open_pool(execution) as pool:
         test_config = resolve(data.with_preparation(size=base.size), default_split="test")
         test = test_images(test_config, seed=seed)  # bad test data fail here, before any folder is made
         load_training(data.with_preparation(size=base.size), hold_out=base.hold_out)  # and bad training data too
@@ -220,8 +223,8 @@ def sweep_latent(
             if created and not evaluations:  # nothing finished: leave no folder behind
                 remove_marked_folder(out)
             raise
-    write_summary(out, dims, repeats, evaluations, settings, n_test=len(test), bootstrap=bootstrap, confidence=confidence,
-                  seed=seed)
+        write_summary(out, dims, repeats, evaluations, settings, n_test=len(test), bootstrap=bootstrap,
+                      confidence=confidence, seed=seed)
     return out
 
 
@@ -274,19 +277,22 @@ def _run_lock(run: Path):
 
     Two attempts at one run (a task Dask started again while the first still ran, or two sweeps of
     the same folder) then take turns instead of writing the same ``RUN.partial``; the lock goes with
-    the process that held it, so a killed worker never leaves it taken. Without ``fcntl`` (Windows)
-    there is no lock.
+    the process that held it, so a killed worker never leaves it taken. Holding it, the run's own
+    output lock (:func:`blindspot.results.output_lock`, which its training takes too) is taken over
+    from any attempt that died. Without ``fcntl`` (Windows) only the output lock guards the run.
     """
     try:
         import fcntl
     except ImportError:  # pragma: no cover - not on POSIX
-        yield
+        with output_lock(run, "sweep latent", flag="`out`"):
+            yield
         return
     run.parent.mkdir(parents=True, exist_ok=True)
     handle = os.open(run.parent / f".{run.name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
     try:
         fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
+        with output_lock(run, "sweep latent", flag="`out`", takeover=True):
+            yield
     finally:
         os.close(handle)  # releases the lock
 
@@ -306,7 +312,8 @@ def _fingerprint(test) -> str:
 def _finished(run: Path, steps: int | None, fingerprint: str) -> dict | None:
     """The record of run ``run`` when it is trained and evaluated on the test set ``fingerprint``, else None."""
     if _trained(run, steps) and (run / EVALUATION).is_file() and (run / BOOTSTRAP).is_file():
-        saved = load_json(run / EVALUATION)
+        with _damaged_run(run):
+            saved = load_json(run / EVALUATION)
         if saved.get("test_set") == fingerprint:
             return saved
     return None
@@ -328,9 +335,14 @@ def _train_and_evaluate(run: Path, d: int, k: int, model: str, model_options: di
         return saved
     trained = _trained(run, config.steps)
     if not trained:  # new, or interrupted (``run.partial`` holds its last.pt: train continues it)
+        interrupted = run.with_name(run.name + ".partial") / "last.pt"
+        if interrupted.is_file() and staging_state(run.resolve(), TRAIN) == "ours":
+            with _damaged_run(run):
+                load_checkpoint(interrupted)
         train(config, run, model_name=model, model_options={**model_options, "d": d}, data=data,
               resume=run.exists(), device=device, threads=threads)
-    trained_model = load_model(run / "last.pt", device=device)
+    with _damaged_run(run):
+        trained_model = load_model(run / "last.pt", device=device)
     if test.source["config"]["preparation"] != trained_model.preparation:
         raise BlindspotError(f"the model in '{run}' was trained on images prepared otherwise than the sweep's test images.")
     evaluation = evaluate(image_cases(test, model_maps(trained_model, device=device)), make_options("benchmark"), n_overlays=0)
@@ -340,6 +352,16 @@ def _train_and_evaluate(run: Path, d: int, k: int, model: str, model_options: di
     evaluation.cases.save(run / BOOTSTRAP)
     write_json(run / EVALUATION, record)
     return record
+
+
+@contextmanager
+def _damaged_run(run: Path):
+    """A file of run ``run`` that cannot be read (a truncated checkpoint, broken JSON) names the run folder to remove."""
+    try:
+        yield
+    except BlindspotError as err:
+        raise BlindspotError(f"{str(err).rstrip('.')}; remove the run folder '{run}' (and '{run}.partial' if there is one) "
+                             "and run the same command again to redo that run.") from None
 
 
 def _open_sweep_folder(out: Path, settings: dict, *, overwrite: bool) -> bool:

@@ -17,6 +17,7 @@ from blindspot.metrics.bootstrap import (
     CONFIDENCE,
     N_RESAMPLES,
     check_bootstrap,
+    check_resample_memory,
     mean_intervals,
     multiplicities,
     percentile_interval,
@@ -29,12 +30,21 @@ __all__ = ["BLIND_AP", "audit_intervals", "blind_spot_rows", "bootstrap_settings
 
 #: An intensity is blind when the mean AP there is below this.
 BLIND_AP = 0.5
+#: Float64 values per resample and intensity of a resampled curve (the curve and the quantiles' copies).
+CURVE_VALUES = 3
 
 
 def bootstrap_settings(parameters: dict) -> tuple[int, float, int]:
-    """``(n_resamples, confidence, seed)`` of an experiment's parameters (defaults where absent), checked."""
+    """``(n_resamples, confidence, seed)`` of an experiment's parameters (defaults where absent), checked.
+
+    With ``n_intensities`` the resampled curves of :func:`blind_spot_rows` must fit in memory too (for
+    two images, before any are read; again with the images when the intervals are computed).
+    """
     n, level = parameters.get("bootstrap", N_RESAMPLES), parameters.get("confidence", CONFIDENCE)
-    check_bootstrap(n, level)
+    check_bootstrap(n, level, unit="image")
+    if n and isinstance(parameters.get("n_intensities"), int):
+        check_resample_memory(2, n, CURVE_VALUES * parameters["n_intensities"], unit="image",
+                              at_least=True)
     return n, level, int(parameters.get("seed", 0))
 
 
@@ -78,6 +88,7 @@ def blind_spot_rows(intensities: np.ndarray, sigmas: np.ndarray, ap: np.ndarray,
     n, level, seed = bootstrap_settings(parameters)
     if ap_per_image is None or not n:
         return rows
+    check_resample_memory(len(ap_per_image), n, CURVE_VALUES * ap_per_image.shape[1], unit="image")
     weights = multiplicities(resample_indices(len(ap_per_image), n, seed), len(ap_per_image))
     for row in rows:
         s = int(np.flatnonzero(sigmas == row["sigma"])[0])
@@ -108,6 +119,7 @@ def audit_intervals(result: dict, parameters: dict) -> dict[str, np.ndarray]:
     out = {}
     for mode in modes:
         per_image = np.asarray(result[f"ap_per_image_{mode}"], np.float64)  # (N, F, I)
+        check_resample_memory(len(per_image), n, CURVE_VALUES * per_image[0].size, unit="image")
         weights = multiplicities(resample_indices(len(per_image), n, seed), len(per_image))
         curves = resampled_means(per_image, weights)  # (B, F, I)
         out[f"ap_low_{mode}"], out[f"ap_high_{mode}"] = percentile_interval(curves, level)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import tempfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -249,12 +250,19 @@ def _worker_scores(path: str, box, index, values, sigma) -> tuple[np.ndarray, np
     return sigma_scores(_MAPPED["volume"], box, index, values, sigma)
 
 
+def _ignore_interrupts() -> None:
+    """A worker leaves Ctrl-C to the main process, which stops it (no traceback from every worker)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class GridWorkers:
     """Worker processes for the σ values of a volume (a context manager; ``workers=1``: none).
 
     The volume is written once to a temporary ``.npy`` file (in ``folder``, or the system's
     temporary folder) that every worker maps read-only, so memory is the workers' temporaries
-    plus one page-cached copy of the volume.
+    plus one page-cached copy of the volume. When the block is left by an exception (Ctrl-C,
+    SIGTERM turned into ``KeyboardInterrupt``, an error) the queued σ are dropped and the worker
+    processes are terminated at once, so none outlives the run.
     """
 
     def __init__(self, workers: int | None = None, *, folder: str | Path | None = None):
@@ -267,18 +275,34 @@ class GridWorkers:
     def __enter__(self) -> "GridWorkers":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            if exc_type is None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+            else:
+                self._stop()
         if self._tmp is not None:
             self._tmp.cleanup()
+
+    def _stop(self) -> None:
+        """Drop the queued tasks and terminate the workers without waiting for the running ones."""
+        processes = list((self._pool._processes or {}).values())  # the executor has no public handle on them
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.join(timeout=10)
+            if process.is_alive():
+                process.kill()
+                process.join()
 
     def _start(self) -> ProcessPoolExecutor:
         if self._pool is None:
             if self.folder is not None:
                 Path(self.folder).mkdir(parents=True, exist_ok=True)
             self._tmp = tempfile.TemporaryDirectory(prefix="blindspot-volume-", dir=self.folder)
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_ignore_interrupts)
         return self._pool
 
     def grid(self, volume: np.ndarray, index: tuple[np.ndarray, ...], values: np.ndarray, sigmas: Sequence[float], *,

@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from blindspot.data import DataConfig, resolve, whole_volumes
+from blindspot.data.io import nifti_spacing
 from blindspot.data.nifti import DEFAULT_SLICE
 from blindspot.errors import BlindspotError
 from blindspot.execution import Execution, execution_record, open_pool
@@ -37,10 +38,12 @@ from blindspot.experiments.runs import (
     centers_input,
     grid_parameters,
     model_label,
+    sigma_text,
 )
 from blindspot.experiments.uncertainty import bootstrap_settings, grid_intervals, interval_text
 from blindspot.experiments.volumes import (
     RADIUS_UNITS,
+    mm_spacing,
     volume_intensity_experiment,
     volume_model_experiment,
     volume_texture_experiment,
@@ -58,6 +61,7 @@ from blindspot.report import (
     save_figure,
 )
 from blindspot.results import CACHE, check_output, input_hashes, load_json, provenance, result_folder, save_npz, write_json, write_text
+from blindspot.wording import count
 
 __all__ = ["TEMPLATE_SLICE", "run_volume_intensity", "run_volume_model", "run_volume_texture", "volume_data"]
 
@@ -106,11 +110,16 @@ def _mean_text(per_volume: np.ndarray, parameters: dict) -> str:
     return interval_text(means.mean(), low, high)
 
 
-def _volumes(data: DataConfig):
+def _volumes(data: DataConfig, radius_unit: str):
+    """The volumes of ``data``; with a radius in mm, every header's voxel spacing is checked before any volume is read."""
     volumes = whole_volumes(data)
     if volumes.source["layout"] == "brats":
         warnings.warn("BraTS subjects keep their tumours: a tumour counts as normal tissue (negatives), and an anomaly "
                       "centre may fall on it.", UserWarning, stacklevel=3)
+    if radius_unit == "mm":
+        for files in volumes.files:
+            if files:
+                mm_spacing(nifti_spacing(files[0]), f"'{files[0]}'")
     return volumes
 
 
@@ -132,7 +141,7 @@ def _radius_text(parameters: dict, result: dict) -> str:
 def _volumes_text(volumes, result: dict) -> str:
     shapes = sorted({tuple(int(n) for n in s) for s in result["shapes"]})
     shown = ", ".join("×".join(str(n) for n in s) for s in shapes[:3]) + (", …" if len(shapes) > 3 else "")
-    return f"{len(result['shapes'])} whole volume(s) from `{volumes.source['data']}` ({shown} voxels)"
+    return f"{count(len(result['shapes']), 'whole volume')} from `{volumes.source['data']}` ({shown} voxels)"
 
 
 def _slices_text(data: DataConfig, slices, result: dict) -> str:
@@ -171,8 +180,8 @@ def write_volume_intensity(folder: Path, volumes, data: DataConfig, slices, para
     equalized = " (histogram-equalised)" if data.preparation.equalize else ""
     table = blind_spot_table(result["intensities"], result["sigmas"], result["ap"])
     text = (f"# Experiment 1 on whole volumes: anomaly intensity × reconstruction error{equalized}\n\n"
-            f"{_volumes_text(volumes, result)}, {_radius_text(parameters, result)}, {len(intensities)} intensities × "
-            f"{len(sigmas)} σ in [0, {parameters['sigma_max']:g}], seed {parameters['seed']}, "
+            f"{_volumes_text(volumes, result)}, {_radius_text(parameters, result)}, {count(len(intensities), 'intensity')} × "
+            f"{sigma_text(sigmas)}, seed {parameters['seed']}, "
             f"{_slices_text(data, slices, result) if explicit is None else 'centres ' + centers_record}. The "
             "reconstruction is the volume blurred with a 3-D Gaussian of σ; AP is over every voxel of each volume "
             f"(background included), then the mean over volumes.{bootstrap_sentence(parameters, len(result['shapes']), 'volume')}\n\n")
@@ -202,7 +211,7 @@ def _start(out, data: DataConfig, inputs: list, overwrite: bool, **grid):
     check_output(out, inputs=inputs, overwrite=overwrite)
     parameters = _check_grid(**grid)
     data, slices = volume_data(data, compare_slices=grid["compare_slices"])
-    volumes = _volumes(data)
+    volumes = _volumes(data, parameters["radius_unit"])
     return data, slices, volumes, {**parameters, "slices": None if slices is None else list(slices), "axis": data.axis}
 
 
@@ -221,7 +230,8 @@ def run_volume_intensity(out: str | Path, data: DataConfig = DataConfig(), *, ra
                                                n_intensities=n_intensities, n_sigmas=n_sigmas, sigma_max=sigma_max, seed=seed,
                                                save_inputs=save_inputs, compare_slices=compare_slices, bootstrap=bootstrap,
                                                confidence=confidence)
-    with open_pool(execution) as pool, result_folder(out, overwrite=overwrite, inputs=inputs) as folder:
+    with open_pool(execution) as pool, result_folder(out, overwrite=overwrite, inputs=inputs,
+                                                     fingerprint="pitfalls intensity --volumes") as folder:
         write_volume_intensity(folder, volumes, data, slices, parameters, centers=centers, threads=threads, pool=pool)
     return Path(out)
 
@@ -331,7 +341,8 @@ def run_volume_texture(out: str | Path, data: DataConfig = DataConfig(), *, radi
                                                n_intensities=n_intensities, n_sigmas=n_sigmas, sigma_max=sigma_max, seed=seed,
                                                save_inputs=save_inputs, compare_slices=compare_slices, bootstrap=bootstrap,
                                                confidence=confidence)
-    with open_pool(execution) as pool, result_folder(out, overwrite=overwrite, inputs=inputs) as folder:
+    with open_pool(execution) as pool, result_folder(out, overwrite=overwrite, inputs=inputs,
+                                                     fingerprint="pitfalls texture --volumes") as folder:
         write_volume_texture(folder, volumes, data, slices, parameters, match=Path(match) if match else None,
                              centers=centers, threads=threads, pool=pool)
     return Path(out)
@@ -359,7 +370,7 @@ def run_volume_model(out: str | Path, checkpoint: str | Path, data: DataConfig =
     from blindspot.models.checkpoint import load_model
 
     inputs = [checkpoint, data.data, match, centers_file(centers)]
-    check_output(out, inputs=inputs, overwrite=overwrite)
+    check_output(out, inputs=inputs, overwrite=overwrite, fingerprint="pitfalls model --volumes")
     if reconstruct not in RECONSTRUCT:
         raise BlindspotError(f"`reconstruct` must be 'normal' or 'anomalous'; got {reconstruct!r}.")
     parameters = _check_grid(radius=radius, radius_unit=radius_unit, n_intensities=n_intensities, n_sigmas=n_sigmas,
@@ -369,10 +380,11 @@ def run_volume_model(out: str | Path, checkpoint: str | Path, data: DataConfig =
     prepared = data.prepared_like(model.preparation, what=f"'{checkpoint}'").preparation
     data = replace(data, preparation=replace(prepared, size=None))  # the slices must already have the model's size
     data, slices = volume_data(data)
-    volumes = _volumes(data)
+    volumes = _volumes(data, parameters["radius_unit"])
     parameters.update(slices=None if slices is None else list(slices), axis=data.axis)
     intensities, sigmas = intensity_grid_axes(n_intensities, n_sigmas, sigma_max)
-    with open_pool(execution) as pool, result_folder(out, overwrite=overwrite, inputs=inputs) as folder:
+    with open_pool(execution) as pool, result_folder(out, overwrite=overwrite, inputs=inputs,
+                                                     fingerprint="pitfalls model --volumes") as folder:
         explicit, centers_record = centers_input(centers, dims=3)
         reference = None
         if match is not None:
@@ -430,12 +442,12 @@ def _model_summary(arrays: dict, config: dict, volumes, parameters: dict) -> str
         verdict = (f"No match within the grid: the closest 3-D blur, σ = {sigma:.3f}, differs by a mean |ΔAP| of "
                    f"{mean_abs:.3f} (or lies at the grid's edge: extend it with `--sigma-max`).")
     return (f"# Experiment 3 on whole volumes: {label}, reconstruction of the {parameters['reconstruct']} volume\n\n"
-            f"Checkpoint `{config['checkpoint']['path']}`; {len(arrays['ap_per_volume'])} whole volume(s) from "
+            f"Checkpoint `{config['checkpoint']['path']}`; {count(len(arrays['ap_per_volume']), 'whole volume')} from "
             f"`{volumes.source['data']}`, every slice along axis {parameters['axis']} reconstructed by the 2-D model and the "
             f"whole volume scored (AP over every voxel); ball radius {parameters['radius']:g} "
-            f"{'voxels' if parameters['radius_unit'] == 'voxel' else 'mm'}, {len(arrays['intensities'])} intensities, "
+            f"{'voxels' if parameters['radius_unit'] == 'voxel' else 'mm'}, {count(len(arrays['intensities']), 'intensity')}, "
             f"seed {parameters['seed']}, centres {config['centers']}; blur grid {config['match']} "
-            f"({len(arrays['sigmas'])} σ in [0, {float(arrays['sigmas'][-1]):g}]).\n\n"
+            f"({sigma_text(arrays['sigmas'])}).\n\n"
             f"Mean L1 reconstruction error of the normal volumes: {float(arrays['recon_error']):.5f}; mean AP over the "
             f"intensities {_mean_text(arrays['ap_per_volume'], parameters)}. {verdict}"
             f"{bootstrap_sentence(parameters, len(arrays['ap_per_volume']), 'volume')}\n\n"

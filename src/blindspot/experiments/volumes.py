@@ -24,7 +24,7 @@ from blindspot.anomalies import TEXTURES
 from blindspot.anomalies3d import ball_voxels, check_volume_centers, sample_volume_center, texture_values
 from blindspot.data.brats import Volume
 from blindspot.errors import BlindspotError
-from blindspot.experiments.grid import image_grid
+from blindspot.experiments.grid import check_grid_bytes, image_grid
 from blindspot.experiments.pitfalls import random_streams
 from blindspot.experiments.volume_engine import (
     GridWorkers,
@@ -38,6 +38,7 @@ from blindspot.results import save_npz
 
 __all__ = [
     "RADIUS_UNITS",
+    "mm_spacing",
     "radius_in_voxels",
     "volume_intensity_experiment",
     "volume_texture_experiment",
@@ -51,6 +52,17 @@ RADIUS_UNITS = ("voxel", "mm")
 # volumes, radii, centres
 
 
+def mm_spacing(spacing: Sequence[float] | None, name: str) -> np.ndarray:
+    """A header's voxel spacing checked for a radius in mm: three finite sizes > 0 (a zero is never taken as 1 mm)."""
+    if spacing is None:
+        raise BlindspotError(f"{name} has no voxel spacing; give `radius` in voxels (`radius_unit` voxel).")
+    spacing = np.asarray(spacing, float)
+    if spacing.shape != (3,) or not np.all(np.isfinite(spacing) & (spacing > 0)):
+        raise BlindspotError(f"{name} has the voxel spacing {spacing.tolist()} in its header; a radius in mm needs "
+                             "three finite sizes > 0: give `radius` in voxels (`radius_unit` voxel).")
+    return spacing
+
+
 def radius_in_voxels(radius: float, unit: str, spacing: Sequence[float] | None, shape: Sequence[int], name: str) -> np.ndarray:
     """The ball's radius along each array axis in voxels, checked to fit the volume (``[1, n/2)`` voxels per axis).
 
@@ -62,12 +74,7 @@ def radius_in_voxels(radius: float, unit: str, spacing: Sequence[float] | None, 
     if not (np.isfinite(radius) and radius > 0):
         raise BlindspotError(f"`radius` must be > 0; got {radius}.")
     if unit == "mm":
-        if spacing is None:
-            raise BlindspotError(f"{name} has no voxel spacing; give `radius` in voxels (`radius_unit` voxel).")
-        spacing = np.asarray(spacing, float)
-        if spacing.shape != (3,) or not np.all(spacing > 0):
-            raise BlindspotError(f"{name} has the voxel spacing {spacing.tolist()} in its header; a radius in mm needs "
-                                 "three positive sizes: give `radius` in voxels.")
+        spacing = mm_spacing(spacing, name)
         radii = radius / spacing
         given = f"{radius:g} mm is {', '.join(f'{r:.3g}' for r in radii)} voxels (spacing " \
                 f"{' × '.join(f'{s:g}' for s in spacing)} mm) in {name}"
@@ -182,6 +189,10 @@ def _run(volumes, rows_for: Callable, *, sigmas: np.ndarray, radius: float, radi
                 _on_foreground(x, center, k, name)
             index = ball_voxels(x, center, radii)
             rows = np.atleast_2d(np.asarray(rows_for(x, index, center, radii, texture_rng), np.float32))
+            if k == 0:  # the memory of the whole grid, estimated from the first volume before any is computed
+                check_grid_bytes(n, len(rows), len(sigmas), len(index[0]), x.size,
+                                 0 if pool is not None else GridWorkers(threads).workers,
+                                 n_intensities=len(rows) if kind == "intensity" else None, unit="volume")
             volume_key = hashlib.sha256(np.ascontiguousarray(x)).hexdigest()
             digest.update(np.ascontiguousarray(x))
             key = hashlib.sha256(json.dumps({"volume": volume_key, "center": center.tolist(), "radii": radii.tolist(),

@@ -19,6 +19,11 @@ them that hold only negatives becomes one row (the negatives ranked between them
 a weighted merge of these reduced tables equal those of the full tables (tested against the
 explicitly resampled pixels). Pooled data sets with many distinct positive scores are binned
 first (float32 bit-pattern bins, :func:`bin_table`), which the caller decides and records.
+
+A resample count is 0 (no intervals) or at least :data:`MIN_RESAMPLES` (fewer give percentile
+intervals so coarse they can exclude the estimate): :func:`check_bootstrap` is the one rule of
+every command. The draws cost about 32 bytes per unit and resample at their peak
+(:func:`resample_bytes`); :func:`check_resample_memory` refuses, before drawing, what does not fit.
 """
 
 from __future__ import annotations
@@ -32,16 +37,21 @@ import numpy as np
 from blindspot.errors import BlindspotError
 from blindspot.metrics.accumulators import _bin_lower_edges, _float32_keys
 from blindspot.metrics.tables import CountTable, run_starts
+from blindspot.progress import progress
+from blindspot.resources import check_memory
 
 __all__ = [
     "CONFIDENCE",
+    "MIN_RESAMPLES",
     "N_RESAMPLES",
     "CaseTables",
     "bin_table",
     "check_bootstrap",
+    "check_resample_memory",
     "mean_intervals",
     "multiplicities",
     "percentile_interval",
+    "resample_bytes",
     "resample_indices",
     "resampled_means",
 ]
@@ -49,17 +59,45 @@ __all__ = [
 #: Resamples and confidence level of every interval unless told otherwise.
 N_RESAMPLES = 1000
 CONFIDENCE = 0.95
+#: The fewest resamples of an interval (0 turns intervals off).
+MIN_RESAMPLES = 100
 
 #: Resample × row elements computed at once (bounds the memory of the vectorised metrics).
 _BLOCK_ELEMENTS = 1 << 21
 
 
-def check_bootstrap(n_resamples, confidence) -> None:
-    """Refuse a resample count that is not an integer >= 0 or a confidence outside (0, 1), naming the parameter."""
+def check_bootstrap(n_resamples, confidence, *, unit: str = "case") -> None:
+    """Refuse a resample count that is not 0 or an integer >= :data:`MIN_RESAMPLES`, or a confidence outside (0, 1).
+
+    A count whose resamples cannot fit in memory even for two ``unit`` (case, image) is refused here
+    too, before any data are read (the callers check again with the real number of units).
+    """
     if isinstance(n_resamples, bool) or not isinstance(n_resamples, (int, np.integer)) or n_resamples < 0:
         raise BlindspotError(f"`bootstrap` must be an integer >= 0 (the number of resamples; 0 = no intervals); got {n_resamples!r}.")
+    if 0 < n_resamples < MIN_RESAMPLES:
+        raise BlindspotError(f"`bootstrap` must be 0 (no intervals) or at least {MIN_RESAMPLES} resamples: fewer give "
+                             f"intervals too coarse to hold the estimate; got {n_resamples}.")
     if isinstance(confidence, bool) or not isinstance(confidence, (int, float, np.floating)) or not 0 < confidence < 1:
         raise BlindspotError(f"`confidence` must be a level in (0, 1), e.g. 0.95; got {confidence!r}.")
+    check_resample_memory(2, n_resamples, unit=unit, at_least=True)
+
+
+def resample_bytes(n_units: int, n_resamples: int, values_per_resample: float = 0) -> float:
+    """Peak bytes of ``n_resamples`` resamples of ``n_units`` units: the draws, their offsets and the
+    multiplicities (:func:`multiplicities`, 32 bytes a draw) and ``values_per_resample`` float64s of each."""
+    return float(n_resamples) * (32.0 * n_units + 8.0 * values_per_resample)
+
+
+def check_resample_memory(n_units: int, n_resamples: int, values_per_resample: float = 0, *, unit: str = "case",
+                          at_least: bool = False) -> None:
+    """Refuse, before drawing, resamples whose :func:`resample_bytes` exceed the memory available (naming `bootstrap`).
+
+    ``unit``: what is resampled (case, image, volume); ``at_least``: ``n_units`` is a lower bound
+    (the data are not read yet).
+    """
+    units = f"{'at least ' if at_least else ''}{n_units:,} {unit}{'s' if n_units != 1 else ''}"
+    check_memory(resample_bytes(n_units, n_resamples, values_per_resample), f"the resamples of {units}", parameter="bootstrap",
+                 value=n_resamples, per_unit=resample_bytes(n_units, 1, values_per_resample))
 
 
 def resample_indices(n: int, n_resamples: int, seed: int) -> np.ndarray:
@@ -76,6 +114,7 @@ def resample_indices(n: int, n_resamples: int, seed: int) -> np.ndarray:
     """
     if n < 1:
         raise BlindspotError("resample_indices: there is no unit to resample.")
+    check_resample_memory(n, n_resamples)
     return np.random.default_rng(seed).integers(0, n, (n_resamples, n))
 
 
@@ -137,13 +176,16 @@ def mean_intervals(per_unit, *, n_resamples: int = N_RESAMPLES, confidence: floa
     check_bootstrap(n_resamples, confidence)
     per_unit = np.asarray(per_unit, np.float64)
     n = len(per_unit)
-    weights = multiplicities(resample_indices(n, n_resamples, seed), n)
     flat = per_unit.reshape(n, -1)
-    low, high = np.empty(flat.shape[1]), np.empty(flat.shape[1])
     step = max(1, _BLOCK_ELEMENTS // max(n_resamples, 1))
-    for start in range(0, flat.shape[1], step):
-        block = resampled_means(flat[:, start:start + step], weights)
-        low[start:start + step], high[start:start + step] = percentile_interval(block, confidence)
+    check_resample_memory(n, n_resamples, 3 * min(step, flat.shape[1]))  # a block of means and the quantiles' copies
+    weights = multiplicities(resample_indices(n, n_resamples, seed), n)
+    low, high = np.empty(flat.shape[1]), np.empty(flat.shape[1])
+    with progress(flat.shape[1], "intervals", unit="cell") as bar:
+        for start in range(0, flat.shape[1], step):
+            block = resampled_means(flat[:, start:start + step], weights)
+            low[start:start + step], high[start:start + step] = percentile_interval(block, confidence)
+            bar.update(block.shape[1])
     return low.reshape(per_unit.shape[1:]), high.reshape(per_unit.shape[1:])
 
 
@@ -290,10 +332,12 @@ class CaseTables:
         out = {name: np.empty(len(weights)) for name in ("ap", "auroc", "best_dice")}
         case_pos, case_neg = self.case_totals()
         chunk = 1024  # resamples at once
-        for b0 in range(0, len(weights), chunk):
-            part = weights[b0:b0 + chunk]
-            for name, values in self._metrics(part, part @ case_pos, part @ case_neg).items():
-                out[name][b0:b0 + chunk] = values
+        with progress(len(weights), "bootstrap", unit="resample") as bar:
+            for b0 in range(0, len(weights), chunk):
+                part = weights[b0:b0 + chunk]
+                for name, values in self._metrics(part, part @ case_pos, part @ case_neg).items():
+                    out[name][b0:b0 + chunk] = values
+                bar.update(len(part))
         return out
 
     def _metrics(self, weights: np.ndarray, n_pos: np.ndarray, n_neg: np.ndarray) -> dict[str, np.ndarray]:

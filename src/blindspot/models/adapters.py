@@ -37,7 +37,6 @@ import os
 import re
 import sys
 import warnings
-import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -45,10 +44,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from blindspot.data.io import index_by_stem, read_array, stem
+from blindspot.data.io import IMAGE_SUFFIXES, image_units, index_by_stem, read_array, stem
 from blindspot.errors import BlindspotError
-from blindspot.models.checkpoint import load_checkpoint, load_model
+from blindspot.models.checkpoint import exported_kind, load_checkpoint, load_model
 from blindspot.models.device import select_device
+from blindspot.wording import a_type
 
 __all__ = [
     "Adapter",
@@ -63,6 +63,10 @@ __all__ = [
 
 #: Kinds of model an adapter wraps (recorded in results).
 KINDS = ("checkpoint", "torchscript", "onnx", "factory", "module")
+
+#: How far (a share of the input range's width) float reconstructions may overshoot the range, as a decoder
+#: without a final sigmoid does; 0–255 values for a model in [0, 1] lie far beyond it.
+RANGE_SLACK = 0.1
 
 _FACTORY = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
 
@@ -221,7 +225,7 @@ def _to_numpy(out: Any, adapter: Adapter) -> Any:
         return out.detach().float().cpu().numpy()
     if isinstance(out, np.ndarray):
         return out
-    raise BlindspotError(f"{adapter.describe()} returned a {type(out).__name__}; it must return the reconstruction, "
+    raise BlindspotError(f"{adapter.describe()} returned {a_type(out)}; it must return the reconstruction, "
                          "one tensor of the input's shape (B, 1, H, W) (wrap the network so that it does).")
 
 
@@ -328,17 +332,6 @@ class OnnxAdapter(Adapter):
 # loading what the user names
 
 
-def _is_torchscript(path: Path) -> bool:
-    """A TorchScript archive (torch.jit.save) holds ``constants.pkl`` and ``code/``; a torch.save file does not."""
-    if not zipfile.is_zipfile(path):
-        return False
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return any(name.endswith("/constants.pkl") for name in archive.namelist())
-    except (OSError, zipfile.BadZipFile):
-        return False
-
-
 def _checkpoint(path: Path, input_range, device) -> TorchAdapter:
 
     try:
@@ -395,7 +388,7 @@ def _factory(spec: str, weights: str | Path | None, input_range) -> TorchAdapter
             raise BlindspotError(f"`model` factory '{spec}': '{module_name}' has no attribute '{attribute}'.")
         target = getattr(target, part)
     if not callable(target):
-        raise BlindspotError(f"`model` factory '{spec}' is a {type(target).__name__}, not a function to call.")
+        raise BlindspotError(f"`model` factory '{spec}' is {a_type(target)}, not a function to call.")
     try:
         with _cwd_importable():  # the factory may import more of the user's modules
             built = target()
@@ -409,6 +402,10 @@ def _factory(spec: str, weights: str | Path | None, input_range) -> TorchAdapter
         if weights is not None:
             _load_weights(built, Path(weights), spec)
             record["weights"] = str(weights)
+        elif any(p.numel() for p in built.parameters()):
+            record["note"] = (f"no `weights` were given: the network of '{spec}' runs with the weights its factory built, "
+                              "random unless the factory loads trained ones itself.")
+            warnings.warn(record["note"], UserWarning, stacklevel=4)
         return TorchAdapter(built, spec, kind="factory", input_range=input_range or (0.0, 1.0), wrap_errors=True,
                             record=record)
     if callable(built) and not isinstance(built, type):
@@ -417,7 +414,7 @@ def _factory(spec: str, weights: str | Path | None, input_range) -> TorchAdapter
                                  f"{type(built).__name__}.")
         return TorchAdapter(built, spec, kind="factory", input_range=input_range or (0.0, 1.0), wrap_errors=True,
                             record={"class": type(built).__qualname__})
-    raise BlindspotError(f"`model` factory '{spec}' returned a {type(built).__name__}; it must return a torch.nn.Module "
+    raise BlindspotError(f"`model` factory '{spec}' returned {a_type(built)}; it must return a torch.nn.Module "
                          "or a callable taking a batch tensor (B, 1, H, W).")
 
 
@@ -430,7 +427,7 @@ def _load_weights(module: torch.nn.Module, path: Path, spec: str) -> None:
     except Exception as err:  # torch raises many types for damaged, foreign or pickled-code files
         raise BlindspotError(f"`weights` '{path}' is not a readable state dict ({_one_line(err)}).") from None
     if not (isinstance(state, Mapping) and all(isinstance(v, torch.Tensor) for v in state.values())):
-        raise BlindspotError(f"`weights` '{path}' holds a {type(state).__name__}, not a state dict (names → tensors).")
+        raise BlindspotError(f"`weights` '{path}' holds {a_type(state)}, not a state dict (names → tensors).")
     try:
         result = module.load_state_dict(state, strict=False)
     except RuntimeError as err:  # shapes that do not fit
@@ -471,9 +468,10 @@ def load_adapter(spec: str | Path, *, weights: str | Path | None = None, input_r
     if path.is_file():
         if weights is not None:
             raise BlindspotError(f"`weights` applies to a factory (package.module:function); '{text}' carries its own weights.")
-        if path.suffix.lower() == ".onnx":
+        kind = exported_kind(path)
+        if kind == "an ONNX":
             return OnnxAdapter(path, input_range=input_range or (0.0, 1.0), device=device, threads=threads)
-        if _is_torchscript(path):
+        if kind == "a TorchScript":
             return _torchscript(path, input_range, device)
         return _checkpoint(path, input_range, device)
     if _FACTORY.match(text):
@@ -511,7 +509,11 @@ class ReconstructionFolder:
 
     Files are paired with the images by name (:func:`reconstruction_key` plus any supported
     extension: ``.npy``, NIfTI, PNG/TIFF...); a missing file and a file that matches no image are
-    errors. Values are in the model's ``input_range`` and are mapped back to [0, 1] units.
+    errors. Float arrays (``.npy``, NIfTI) hold values in the model's ``input_range``, mapped back to
+    [0, 1] units; image files and integer arrays are images of their type (uint8 / 255, other
+    integers / 65535), whatever the model's range. Values outside the range they are read in (beyond
+    :data:`RANGE_SLACK` for floats) are an error naming the file: a 0–255 float array for a model in
+    [0, 1] would poison every score.
     """
 
     def __init__(self, folder: str | Path, *, input_range: Sequence[float] | str | None = None) -> None:
@@ -534,7 +536,6 @@ class ReconstructionFolder:
         if extra:
             raise BlindspotError(f"`reconstructions` file '{self.index[extra[0]]}' matches no audited image (names "
                                  f"such as '{keys[0]}'); remove it or audit the data it belongs to.")
-        low, high = self.input_range
         out = np.empty((len(keys), *shape), np.float32)
         for k, key in enumerate(keys):
             path = self.index[key]
@@ -547,8 +548,31 @@ class ReconstructionFolder:
                                      f"at {shape[0]}×{shape[1]} (`size`).")
             if not np.isfinite(array).all():
                 raise BlindspotError(f"`reconstructions` file '{path}' contains NaN or infinite values.")
-            out[k] = (array.astype(np.float64) - low) / (high - low)
+            out[k] = self._units(array, path)
         return out
+
+    def _units(self, array: np.ndarray, path: Path) -> np.ndarray:
+        """One file's values in [0, 1] units, refused when they lie outside the range they are read in.
+
+        Image files and integer arrays are images of their type (:func:`~blindspot.data.io.image_units`:
+        uint8 / 255, other integers / 65535); float arrays hold values in ``input_range`` (give or take
+        :data:`RANGE_SLACK` of its width), mapped back.
+        """
+        if array.dtype.kind in "biu" or path.name.lower().endswith(IMAGE_SUFFIXES):
+            values = image_units(array).astype(np.float64)
+            if values.min() < 0 or values.max() > 1:
+                raise BlindspotError(f"`reconstructions` file '{path}' holds {array.dtype} values from {array.min():g} to "
+                                     f"{array.max():g}; image files and integer arrays are read as images (uint8 0–255, "
+                                     "other integers 0–65535), so their values must lie in that range.")
+            return values
+        low, high = self.input_range
+        seen = float(array.min()), float(array.max())
+        slack = RANGE_SLACK * (high - low)
+        if seen[0] < low - slack or seen[1] > high + slack:
+            raise BlindspotError(f"`reconstructions` file '{path}' holds values from {seen[0]:g} to {seen[1]:g}, outside "
+                                 f"the model's input range [{low:g}, {high:g}]; give the range they are stored in with "
+                                 "`input_range` (e.g. 0,255), or store them as uint8 images.")
+        return (array.astype(np.float64) - low) / (high - low)
 
     def files(self) -> list[str]:
         return [str(p) for p in self.index.values()]

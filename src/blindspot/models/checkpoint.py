@@ -28,7 +28,10 @@ last layer, as in the papers' code); format-1 files cannot be loaded: retrain th
 from __future__ import annotations
 
 import errno
+import re
 import shutil
+import zipfile
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +40,8 @@ import torch
 from blindspot import __version__
 from blindspot.errors import BlindspotError
 from blindspot.models._base import ReconstructionModel
-from blindspot.models._registry import create_model
+from blindspot.data.imageset import Preparation
+from blindspot.models._registry import create_model, list_models, model_options
 from blindspot.models.device import select_device
 from blindspot.results import atomic_write
 
@@ -116,14 +120,20 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     Raises
     ------
     BlindspotError
-        When the file is missing, unreadable (truncated, not a PyTorch file) or not a blindspot
-        checkpoint of a supported format.
+        When the file is missing, unreadable (truncated, not a PyTorch file), an exported model
+        (TorchScript, ONNX: the message points to ``blindspot audit``), not a blindspot checkpoint of
+        a supported format, or has an entry that cannot be right (the message names the file and the
+        field, quoted: a field is not a command-line flag).
     """
     path = Path(path)
     if path.is_dir():
         raise BlindspotError(f"'{path}' is a folder; expected a checkpoint file such as '{path / 'best_ap.pt'}'.")
     if not path.exists():
         raise BlindspotError(f"checkpoint '{path}' does not exist.")
+    kind = exported_kind(path)
+    if kind:
+        raise BlindspotError(f"'{path}' is {kind} file, not a blindspot checkpoint; audit it with: blindspot audit "
+                             f"--model '{path}'.")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for damaged or foreign files
@@ -143,7 +153,77 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     missing = [key for key in _KEYS if key not in payload]
     if missing:
         raise BlindspotError(f"checkpoint '{path}' lacks the entries {', '.join(missing)}; the file is damaged.")
+    _check_model_entry(path, payload["model"])
+    _check_preparation(path, payload["preparation"])
+    if not (isinstance(payload["step"], int) and not isinstance(payload["step"], bool) and payload["step"] >= 0):
+        raise _damaged(path, "step", f"is {payload['step']!r}; expected a non-negative integer")
     return payload
+
+
+def exported_kind(path: Path) -> str | None:
+    """The kind of an exported model that ``blindspot audit`` reads ("a TorchScript", "an ONNX"), or None.
+
+    A TorchScript archive (torch.jit.save) holds ``constants.pkl`` and ``code/``; a torch.save file
+    does not. ONNX files are known by their suffix.
+    """
+    if path.suffix.lower() == ".onnx":
+        return "an ONNX"
+    if not zipfile.is_zipfile(path):
+        return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return "a TorchScript" if any(name.endswith("/constants.pkl") for name in archive.namelist()) else None
+    except (OSError, zipfile.BadZipFile):
+        return None
+
+
+def _damaged(path: Path, field: str, problem: str) -> BlindspotError:
+    """The error for a checkpoint entry that cannot be right: the file, the field (quoted, not a flag) and why."""
+    return BlindspotError(f"'{path}': field '{field}' {problem} (the checkpoint may be damaged).")
+
+
+def _check_model_entry(path: Path, entry: Any) -> None:
+    """The ``"model"`` entry names a registered model, and its options exist and have their defaults' types."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+        raise _damaged(path, "model.name", "is missing; expected the name of a registered model")
+    name = entry["name"]
+    if name not in list_models():
+        raise _damaged(path, "model.name", f"is {name!r}, none of the registered models {', '.join(list_models())}")
+    accepted = model_options(name)
+    for option, value in entry.items():
+        if option == "name":
+            continue
+        if option not in accepted:
+            raise _damaged(path, f"model.{option}", f"is not an option of model {name!r}, which takes {', '.join(accepted)}")
+        default = accepted[option]
+        if isinstance(default, (bool, int, float, str)) and not _same_kind(value, default):
+            raise _damaged(path, f"model.{option}", f"is {value!r}; expected {_kind(default)} like the default {default!r}")
+
+
+def _same_kind(value: Any, default: Any) -> bool:
+    if isinstance(default, (bool, str)):
+        return type(value) is type(default)
+    number = (int,) if isinstance(default, int) else (int, float)
+    return isinstance(value, number) and not isinstance(value, bool)
+
+
+def _kind(default: Any) -> str:
+    return {bool: "True or False", int: "an integer", float: "a number", str: "a string"}[type(default)]
+
+
+def _check_preparation(path: Path, preparation: Any) -> None:
+    """The ``"preparation"`` entry is None or a dict whose preparation fields are valid."""
+    if preparation is None:
+        return
+    if not isinstance(preparation, dict):
+        raise _damaged(path, "preparation", f"is {preparation!r}; expected a dict or None")
+    known = {key: preparation[key] for key in asdict(Preparation()) if key in preparation}
+    try:
+        Preparation(**known)
+    except BlindspotError as err:  # its message names the field as `name`: quote it, a field is not a flag
+        problem = re.sub(r"^`(\w+)` ", "", str(err)).rstrip(".")
+        field = re.match(r"`(\w+)`", str(err))
+        raise _damaged(path, f"preparation.{field.group(1) if field else ''}".rstrip("."), problem) from None
 
 
 def load_model(path: str | Path, *, device: str | torch.device | None = "cpu") -> ReconstructionModel:
@@ -161,13 +241,20 @@ def load_model(path: str | Path, *, device: str | torch.device | None = "cpu") -
     device : str, torch.device or None
         Where to put the model; ``None`` picks CUDA, then MPS, then the CPU
         (:func:`blindspot.models.device.select_device`).
+
+    Raises
+    ------
+    BlindspotError
+        Naming the file and the field when an entry cannot be right (see :func:`load_checkpoint`).
     """
     checkpoint = load_checkpoint(path)
     options = dict(checkpoint["model"])
-    name = options.pop("name", None)
-    if not isinstance(name, str):
-        raise BlindspotError(f"checkpoint '{path}' does not name its model (no \"name\" in its \"model\" entry).")
-    model = create_model(name, **options)
+    name = options.pop("name")
+    try:
+        model = create_model(name, **options)
+    except BlindspotError as err:  # a value the constructor refuses (d=0): it names the option
+        reason = str(err).rstrip(".").replace("`", "'")  # quoted: the checkpoint's field, not a flag
+        raise _damaged(path, "model", f"does not build a {name!r} model: {reason}") from None
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except RuntimeError:
@@ -177,8 +264,6 @@ def load_model(path: str | Path, *, device: str | torch.device | None = "cpu") -
     try:
         model.input_range = checkpoint["input_range"]
     except BlindspotError:
-        raise BlindspotError(f"checkpoint '{path}' has an invalid input_range {checkpoint['input_range']!r}; the file is damaged.") from None
-    if not (checkpoint["preparation"] is None or isinstance(checkpoint["preparation"], dict)):
-        raise BlindspotError(f"checkpoint '{path}' has an invalid preparation {checkpoint['preparation']!r}; the file is damaged.")
+        raise _damaged(path, "input_range", f"is {checkpoint['input_range']!r}; expected [low, high] with low < high") from None
     model.preparation = checkpoint["preparation"]
     return model.to(select_device(device)).eval()

@@ -44,21 +44,34 @@ from blindspot.models.checkpoint import load_checkpoint, save_checkpoint
 from blindspot.models.device import select_device, torch_threads
 from blindspot.models.inference import anomaly_maps, to_input_range
 from blindspot.progress import progress
-from blindspot.results import check_output, input_hashes, provenance, remove_marked_folder, result_folder, staging_path, write_json
+from blindspot.results import (
+    check_output,
+    input_hashes,
+    make_staging,
+    output_lock,
+    provenance,
+    remove_staging,
+    result_folder,
+    staging_path,
+    write_json,
+    written_by_blindspot,
+)
 from blindspot.training.config import PRESETS, TrainConfig, make_config
 from blindspot.training.run_folder import (
+    TRAIN,
     MetricsLog,
     check_same_run,
     checkpoint_to_resume,
+    absolute_data_path,
     cpu_threads,
     deferred_interrupt,
+    located,
     make_optimizer,
     model_kwargs,
     run_exists_message,
-
 )
 
-__all__ = ["PRESETS", "TrainConfig", "cpu_threads", "make_config", "resume_run", "step_seed", "train"]
+__all__ = ["PRESETS", "NothingToDo", "TrainConfig", "cpu_threads", "make_config", "resume_run", "step_seed", "train"]
 
 #: Validation: the validation images are tiled until there are at least this many anomalous ones.
 VALIDATION_MIN_IMAGES = 40
@@ -171,6 +184,7 @@ def train(
     device: str | torch.device | None = None,
     overwrite: bool = False,
     threads: int | None = None,
+    data_path: str | None = None,
 ) -> Path:
     """Train ``model_name`` on normal images into the run folder ``out``; returns ``out``.
 
@@ -199,6 +213,9 @@ def train(
     threads : int or None
         Intra-op threads on the CPU during training (restored afterwards); None: :func:`cpu_threads`.
         Bitwise reproducibility needs the same number of threads.
+    data_path : str or None
+        The absolute path of ``data`` when the run began (recorded in its checkpoints): a relative
+        ``data`` is read from there when run from another working directory (:func:`resume_run`).
 
     Returns
     -------
@@ -211,21 +228,34 @@ def train(
         Unknown model or bad model option, ``out`` exists (without ``resume``/``overwrite``), no
         checkpoint to resume, a checkpoint of another model or settings, bad data options, or a
         loss that became NaN/infinite (lower the learning rate).
+    NothingToDo
+        ``resume`` of a finished run that is already at ``config.steps`` (nothing is written).
     KeyboardInterrupt
         After Ctrl-C, once the current step is done and ``out.partial/last.pt`` is saved.
     """
     out = Path(out).expanduser()
-    staging = staging_path(out)
     if resume and overwrite:
         raise BlindspotError("resume and overwrite cannot be combined.")
-    # The output rule (an existing folder must be one blindspot wrote); an existing run is then
-    # refused unless resumed or overwritten, naming both (check_output's message names only overwrite).
-    check_output(out, inputs=[data.data], overwrite=True)
-    if out.exists() and not (resume or overwrite):
+    # An existing run is refused unless resumed or overwritten, naming both (check_output's message
+    # names only overwrite); then the output rule, and the run folder is locked while it trains.
+    if out.is_dir() and written_by_blindspot(out) and not (resume or overwrite):
         raise BlindspotError(run_exists_message(out))
+    typed, data = data.data, located(data, data_path)
+    check_output(out, inputs=[data.data], overwrite=resume or overwrite, fingerprint=TRAIN, flag="`out`")
+    with output_lock(out, TRAIN, flag="`out`"):
+        return _train(config, out, model_name, model_options, data, typed, resume, device, overwrite, threads)
+
+
+def _train(config: TrainConfig, out: Path, model_name: str, model_options: dict | None, data: DataConfig, typed: str,
+           resume: bool, device, overwrite: bool, threads: int | None) -> Path:
+    """:func:`train`, holding the lock of ``out``; ``data`` where it lies, ``typed`` its path as given."""
+    staging = staging_path(out)
     if data.preparation.size not in (None, config.size):
         raise BlindspotError(f"`size` {data.preparation.size} of the data preparation conflicts with the training size {config.size}.")
     data = resolve(data.with_preparation(size=config.size), default_split="train")
+    if data.layout == "nifti" and Path(data.data).is_file():  # no split of it has the 2 volumes validation needs
+        raise BlindspotError(f"`data` '{data.data}' is a single volume; training validates on held-out volumes and needs "
+                             "at least 2, so give a folder of NIfTI volumes.")
     device = select_device(device)
     threads = cpu_threads(threads) if device.type == "cpu" else None
     torch.manual_seed(config.seed)  # the initial weights
@@ -237,7 +267,7 @@ def train(
     train_set, val_set = load_training(data, hold_out=config.hold_out)
     if config.steps is None:
         config = replace(config, steps=math.ceil(config.epochs * len(train_set) / config.batch_size))
-    run_config = {**asdict(config), "data": data.record()}
+    run_config = {**asdict(config), "data": replace(data, data=typed).record(), "data_path": absolute_data_path(data.data)}
     start = 0
     if checkpoint is not None:
         check_same_run(checkpoint, source, model.config, run_config, resume=resume)
@@ -246,9 +276,11 @@ def train(
             raise BlindspotError(f"run '{out}' is already at step {start}; give more than {start} `steps` to train it further.")
         if source.parent == out:
             if start == config.steps:
-                return out  # finished at this length already
-            remove_marked_folder(staging)
+                raise NothingToDo(f"run '{out}' is already at step {start}; nothing was left to do (give more `steps` to "
+                                  "train it further).")
+            remove_staging(out.resolve(), TRAIN)
             shutil.copytree(out, staging)  # continue in a copy; `out` stays intact until the end
+            make_staging(out.resolve(), TRAIN)
 
     augment = config.augment if config.augment is not None else data.layout == "mni152"
     augmentation = Augmentation() if augment else None
@@ -257,7 +289,8 @@ def train(
     model.to(device).train()
     optimizer = make_optimizer(config, model)
     try:
-        with result_folder(out, overwrite=True, inputs=[data.data], keep_staging=True) as folder, torch_threads(threads):
+        with result_folder(out, overwrite=resume or overwrite, inputs=[data.data], keep_staging=True, fingerprint=TRAIN
+                           ) as folder, torch_threads(threads):
             if checkpoint is not None:
                 model.load_state_dict(checkpoint["state_dict"])
                 optimizer.load_state_dict(checkpoint["optimizer"])
@@ -283,12 +316,22 @@ def train(
             })
             _loop(folder, model, optimizer, batches, validation, config, run_config, checkpoint, device)
     except _Diverged as err:  # converted here: a BlindspotError inside result_folder would delete the checkpoints
-        raise BlindspotError(str(err)) from None
+        kept = (staging / "last.pt").is_file()
+        if not kept:
+            remove_staging(out.resolve(), TRAIN)  # nothing worth keeping: the same command with a lower `lr` starts afresh
+        where = (f"start again with `overwrite` (the checkpoints of the last validation, step {err.args[1]}, are in "
+                 f"'{staging}')" if kept else "run again (no checkpoint had been saved yet, so nothing was kept)")
+        raise BlindspotError(f"{err.args[0]} at step {err.args[2]}; lower `lr` and {where}.") from None
     return out
 
 
 class _Diverged(Exception):
-    """The loss became NaN or infinite (reported as a BlindspotError once the staging folder is safe)."""
+    """The loss or the weights became NaN or infinite: ``(what, step of last.pt or 0, step)``; reported once the
+    staging folder is safe."""
+
+
+class NothingToDo(Exception):
+    """The run is already at the step asked for (``resume``): nothing was trained or written."""
 
 
 def _loop(folder: Path, model, optimizer, batches: _Batches, validation: _Validation, config: TrainConfig,
@@ -316,8 +359,7 @@ def _loop(folder: Path, model, optimizer, batches: _Batches, validation: _Valida
                 torch.manual_seed(step_seed(config.seed, step, _MODEL_STREAM))  # model randomness (VAE, CeAE, ...)
                 loss, parts = model.training_loss(x)
                 if not math.isfinite(parts["total"]):
-                    raise _Diverged(f"the training loss became {parts['total']} at step {done}; lower `lr` and start again "
-                                    f"with `overwrite` (the checkpoints of the last validation are in '{folder}').")
+                    raise _Diverged(f"the training loss became {parts['total']}", metrics.get("step", 0), done)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -327,6 +369,8 @@ def _loop(folder: Path, model, optimizer, batches: _Batches, validation: _Valida
                     bar.set_postfix_str(f"loss {running:.4g}", refresh=False)
                 log.add(parts, time.perf_counter() - began, model_seconds)
                 if done % config.val_every == 0 or done == config.steps:
+                    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+                        raise _Diverged("the weights became NaN or infinite", metrics.get("step", 0), done)
                     metrics = {"step": done, **_evaluate(model, validation, config, device)}
                     metrics.update(log.row(done, done * config.batch_size / batches.n, config.batch_size, metrics))
                     if metrics["val_ap"] > best["val_ap"]:
@@ -367,6 +411,8 @@ def resume_run(
         When given, it must be the model of the run (a guard against resuming the wrong folder).
     threads : int or None
         As in :func:`train`.
+
+    Raises :class:`NothingToDo` when the run is at ``steps`` already.
     """
     out = Path(out).expanduser()
     if out.name.endswith(".partial"):
@@ -379,6 +425,7 @@ def resume_run(
     if model_name is not None and model_name != name:
         raise BlindspotError(f"cannot resume '{out}' as a '{model_name}' model: its checkpoint holds a '{name}' model.")
     stored = dict(checkpoint["config"])
+    recorded = stored.pop("data_path", None)  # absent in runs of earlier versions
     try:
         data, config = DataConfig.from_record(stored.pop("data")), TrainConfig(**stored)
     except (KeyError, TypeError):
@@ -386,4 +433,4 @@ def resume_run(
     if steps is not None:
         config = replace(config, steps=steps)
     return train(config, out, model_name=name, model_options=options, data=data, resume=True, device=device,
-                 threads=threads)
+                 threads=threads, data_path=recorded)

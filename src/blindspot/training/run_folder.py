@@ -9,14 +9,20 @@ import signal
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 
+from blindspot.data import DataConfig
 from blindspot.errors import BlindspotError
-from blindspot.results import atomic_write, remove_marked_folder
+from blindspot.results import atomic_write, remove_staging, staging_state
 from blindspot.training.config import TrainConfig, is_int
+
+#: The fingerprint of a training's staging folder (:func:`blindspot.results.result_folder`).
+TRAIN = "train"
+
 
 class MetricsLog:
     """Running sums of the loss parts and timings since the last row; rows go to metrics.csv (+ TensorBoard)."""
@@ -138,6 +144,20 @@ def model_kwargs(config: TrainConfig, options: dict) -> dict:
     return kwargs
 
 
+def absolute_data_path(data: str) -> str | None:
+    """The absolute path of ``data`` as typed (None for the embedded template), recorded in every checkpoint so
+    that a run resumes from any working directory."""
+    return None if data == "mni152" else str(Path(data).expanduser().absolute())
+
+
+def located(data: DataConfig, recorded: str | None) -> DataConfig:
+    """``data`` where it lies: as typed, unless it is relative to another working directory than the one the run
+    began in (``recorded``: :func:`absolute_data_path` then), where it is read from ``recorded``."""
+    if recorded is None or absolute_data_path(data.data) == recorded:
+        return data
+    return replace(data, data=recorded)
+
+
 def run_exists_message(out: Path) -> str:
     return f"run folder '{out}' already exists; pass `resume` to train it further or `overwrite` to start again."
 
@@ -145,22 +165,28 @@ def run_exists_message(out: Path) -> str:
 def checkpoint_to_resume(out: Path, staging: Path, *, resume: bool, overwrite: bool) -> Path | None:
     """The ``last.pt`` a run continues from, or None for a fresh run (see :func:`train`).
 
-    Only folders blindspot wrote are ever removed (:func:`blindspot.results.remove_marked_folder`).
+    ``staging`` is read only when it is this training's staging folder (its marker, see
+    :func:`blindspot.results.staging_state`); only such folders are ever removed.
     """
+    target = out.resolve()
+    state = staging_state(target, TRAIN)
+    if state == "foreign" or (state == "other" and not overwrite):
+        raise BlindspotError(f"'{staging}' exists and is not this training's staging folder; move it away or choose "
+                             "another `out`.")
     if resume:
-        for folder in (staging, out):
+        for folder in ((staging,) if state == "ours" else ()) + (out,):
             if (folder / "last.pt").is_file():
                 return folder / "last.pt"
         raise BlindspotError(f"'{out}' holds no checkpoint to resume (no last.pt in it or in '{staging}'); "
                              "expected a run folder written by blindspot train.")
     if overwrite:
-        remove_marked_folder(staging)
+        remove_staging(target, TRAIN, any_command=True)
         return None
     if out.exists():
         raise BlindspotError(run_exists_message(out))
-    if (staging / "last.pt").is_file():
+    if state == "ours" and (staging / "last.pt").is_file():
         return staging / "last.pt"  # the same command again continues an interrupted run
-    remove_marked_folder(staging)  # an attempt that stopped before its first checkpoint
+    remove_staging(target, TRAIN)  # an attempt that stopped before its first checkpoint
     return None
 
 
@@ -174,7 +200,9 @@ def check_same_run(checkpoint: dict, source: Path, model_config: dict, run_confi
         raise BlindspotError(f"'{source}' was trained with model options {checkpoint['model']}, not {model_config} ({hint}).")
     stored, wanted = plain_json(checkpoint["config"]), plain_json(run_config)
     for key in wanted:
-        if key not in ("steps", "epochs") and stored.get(key) != wanted[key]:
+        if key in ("steps", "epochs") or (key == "data_path" and key not in stored):  # runs of earlier versions lack it
+            continue
+        if stored.get(key) != wanted[key]:
             raise BlindspotError(f"'{source}' was trained with {key}={stored.get(key)!r}, not {wanted[key]!r} ({hint}).")
 
 
@@ -192,8 +220,6 @@ def cpu_threads(threads: int | None = None) -> int:
         return threads
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(torch.get_num_threads(), cores - 1))
-
-
 
 
 def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
