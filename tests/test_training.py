@@ -473,3 +473,17 @@ def test_an_interrupted_cli_resume_prints_one_line(tmp_path, capsys, monkeypatch
     code = main(["train", "--resume", str(out), "--steps", "4"])
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert code == 130 and lines == [f"interrupted; continue with: blindspot train --resume {out}"]
+
+
+def test_the_run_folder_says_what_the_training_did(uninterrupted, tmp_path):
+    config = read_config(uninterrupted)
+    n, batch = config["training_data"]["train"]["images"], config["config"]["batch_size"]
+    assert config["length"] == {"steps": 40, "batch_size": batch, "train_images": n, "images_seen": 40 * batch,
+                                "epochs": 40 * batch / n,
+                                "summary": f"40 steps (≈ {40 * batch / n:.1f} epochs of {n} images, batch {batch}, "
+                                           f"{40 * batch} images seen)"}
+    # a preset given in epochs: the steps it became, and the epochs those steps really are
+    run = train(make_config("ae4ad", epochs=0.5, size=32, batch_size=8, val_every=100), tmp_path / "run",
+                model_name="bench-ae", model_options=TINY, device="cpu")
+    length = read_config(run)["length"]
+    assert length["summary"] == "3 steps (≈ 0.6 epochs of 40 images, batch 8, 24 images seen)"

@@ -33,6 +33,24 @@ def _axes(width: float, height: float, ncols: int = 1):
     return fig, fig.subplots(1, ncols)
 
 
+def _legend_outside(ax, *, below: bool = False) -> None:
+    """The legend beside (or, where a twin axis takes the right side, below) the axes, never over the data."""
+    if below:
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2, borderaxespad=0)
+    else:
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)
+
+
+#: Markers and widths that keep equal curves visible: a later curve is thinner and marked otherwise.
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def _distinct(k: int) -> dict:
+    """Line options of the ``k``-th of several curves, so that a curve drawn over an equal one stays visible."""
+    return {"marker": _MARKERS[k % len(_MARKERS)], "markersize": 6 - 1.2 * (k % 4), "markevery": (k % 3, 3),
+            "lw": 3.2 - 0.9 * (k % 3), "fillstyle": "none"}
+
+
 def markdown_table(header: list[str], rows: list[list]) -> str:
     """A GitHub-flavoured markdown table; a ``|`` inside a cell (``|ΔAP|``) is escaped so it does not split it."""
     def line(cells) -> str:
@@ -109,20 +127,21 @@ def plot_histogram(counts: np.ndarray, edges: np.ndarray, *, title: str = "") ->
 
 
 def plot_texture_curves(result: dict) -> Figure:
-    """Texture AP over σ, each with its closest intensity curve dashed, and the σ = 0.25 marker (MIDL 2022 Fig. 3)."""
-    fig, ax = _axes(6, 4)
+    """Texture AP over σ, each with its closest intensity curve dashed (dotted: no match), and the σ = 0.25 marker
+    (MIDL 2022 Fig. 3)."""
+    fig, ax = _axes(7.5, 4)
     sigmas = result["sigmas"]
     for k, name in enumerate(result["textures"]):
-        (line,) = ax.plot(sigmas, result["ap"][k], label=str(name))
+        (line,) = ax.plot(sigmas, result["ap"][k], label=str(name), **_distinct(k))
         matched = bool(result["matched"][k]) if "matched" in result else True
         ax.plot(sigmas, result["matched_ap"][k], "--" if matched else ":", color=line.get_color(),
                 label=f"intensity {result['matched_intensity'][k]:.2f}" + ("" if matched else " (closest; no match)"))
-    ax.axvline(0.25, color="0.5", lw=0.8, ls=":")
+    ax.axvline(0.25, color="0.5", lw=0.8, ls="-.", label="σ = 0.25")
     ax.set_xlabel("σ of the Gaussian blur")
     ax.set_ylabel("average precision")
     ax.set_ylim(0, 1.02)
-    ax.legend(fontsize=8)
-    ax.set_title("texture anomalies vs. matched intensity")
+    _legend_outside(ax)
+    ax.set_title("texture anomalies (solid) vs. matched intensity\n(dashed; dotted: no match)", fontsize=9)
     return fig
 
 
@@ -144,8 +163,8 @@ def _curve_axes(ax, title: str) -> None:
     ax.set_xlabel("anomaly intensity")
     ax.set_ylabel("average precision")
     ax.set_ylim(0, 1.02)
-    ax.set_title(title)
-    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=9)
+    _legend_outside(ax, below=True)
 
 
 def _blur_label(result: dict) -> tuple[str, str]:
@@ -157,38 +176,53 @@ def _blur_label(result: dict) -> tuple[str, str]:
 
 
 def plot_model_curve(result: dict, *, label: str = "model") -> Figure:
-    """AP over the anomaly intensity for the model (solid) and its matched blur (dashed), over the histogram."""
+    """AP over the anomaly intensity for the model (solid) and its closest blur (dashed; dotted: no match), over the histogram."""
     fig, ax = _axes(6, 4)
     _histogram_backdrop(ax, result)
     (line,) = ax.plot(result["intensities"], result["ap"], label=label)
     style, blur = _blur_label(result)
     ax.plot(result["intensities"], result["matched_ap"], style, color=line.get_color(), label=blur)
-    _curve_axes(ax, "trained model vs. closest Gaussian blur")
+    _curve_axes(ax, "trained model (solid) vs. closest Gaussian blur\n(dashed; dotted: no match within the grid)")
     return fig
 
 
 def plot_compare_curves(results: Sequence[dict], labels: Sequence[str]) -> Figure:
-    """Several models' AP-over-intensity curves, each with its matched blur dashed (MIDL 2022 Fig. 1a/3a)."""
-    fig, ax = _axes(7, 4.5)
+    """Several models' AP-over-intensity curves, each with its closest blur dashed (dotted: no match) (MIDL 2022 Fig. 1a/3a).
+
+    Each model has its own marker and line width, so a model whose curve equals another's stays visible.
+    """
+    fig, ax = _axes(7, 5)
     _histogram_backdrop(ax, results[0])
-    for result, label in zip(results, labels):
-        (line,) = ax.plot(result["intensities"], result["ap"], label=label)
+    for k, (result, label) in enumerate(zip(results, labels)):
+        (line,) = ax.plot(result["intensities"], result["ap"], label=label, **_distinct(k))
         style, blur = _blur_label(result)
         ax.plot(result["intensities"], result["matched_ap"], style, color=line.get_color(), lw=1, label=f"  {blur}")
-    _curve_axes(ax, "trained models (solid) and their closest Gaussian blur (dashed)")
+    _curve_axes(ax, "trained models (solid, marked) and their closest Gaussian blur\n(dashed; dotted: no match within the grid)")
     return fig
 
 
-def plot_error_vs_ap(errors: Sequence[float], aps: Sequence[float], labels: Sequence[str]) -> Figure:
-    """Mean L1 reconstruction error (x) against mean AP (y), one labelled point per model (MIDL 2022 Fig. 4b)."""
-    fig, ax = _axes(5.5, 4)
-    ax.scatter(errors, aps, color="C0")
-    for x, y, label in zip(errors, aps, labels):
-        ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+def plot_error_vs_ap(errors: Sequence[float], aps: Sequence[float], labels: Sequence[str], *,
+                     ap_intervals: Sequence[tuple] | None = None) -> Figure:
+    """Mean L1 reconstruction error (x) against mean AP (y), one point per model (MIDL 2022 Fig. 4b).
+
+    Both axes start at 0, so that small differences look as small as they are; ``ap_intervals``
+    (one ``(low, high)`` per model, or None) are drawn as error bars, and the title says when there
+    are none. Each model has its own marker, named in the legend beside the axes.
+    """
+    fig, ax = _axes(7.5, 4)
+    intervals = [(np.nan, np.nan) if i is None or i[0] is None else i for i in (ap_intervals or [None] * len(aps))]
+    low, high = np.array(intervals, float).reshape(-1, 2).T
+    yerr = np.nan_to_num(np.vstack([np.asarray(aps) - low, high - np.asarray(aps)]).clip(min=0))
+    for k, (x, y, label) in enumerate(zip(errors, aps, labels)):
+        ax.errorbar([x], [y], yerr=yerr[:, k:k + 1], fmt=_MARKERS[k % len(_MARKERS)], color=f"C{k % 10}", capsize=3,
+                    label=label)
     ax.set_xlabel("mean L1 reconstruction error (normal images)")
     ax.set_ylabel("mean AP over intensities")
-    ax.set_title("reconstruction error vs. detection")
-    ax.margins(x=0.3, y=0.15)  # room for the labels
+    shown = "bars: intervals of the mean AP" if np.isfinite(low).any() else "no intervals recorded"
+    ax.set_title(f"reconstruction error vs. detection ({shown})", fontsize=9)
+    ax.set_xlim(0, 1.15 * max(max(errors), 1e-9))
+    ax.set_ylim(0, 1.02)
+    _legend_outside(ax)
     return fig
 
 
@@ -207,25 +241,26 @@ def _thin(*arrays: np.ndarray, limit: int = 20000) -> tuple[np.ndarray, ...]:
 
 def plot_eval_curves(sets: Sequence[tuple[str, dict | None, dict]], kind: str) -> Figure:
     """PR (``kind="pr"``) or ROC (``"roc"``) curves of ``(label, curve points, metrics)`` sets, AP / AUROC in the legend."""
-    fig, ax = _axes(4.8, 4.4)
-    for label, curves, metrics in sets:
+    fig, ax = _axes(7.4, 4.4)
+    for k, (label, curves, metrics) in enumerate(sets):
         if not curves:
             continue
+        width = _distinct(k)["lw"]  # a later set is thinner, so that equal curves stay visible
         if kind == "pr":
             recall, precision = _thin(curves["recall"], curves["precision"])
-            (line,) = ax.step(np.r_[0, recall], np.r_[precision[0], precision], where="pre",
+            (line,) = ax.step(np.r_[0, recall], np.r_[precision[0], precision], where="pre", lw=width,
                               label=f"{label}: AP {metrics.get('ap', float('nan')):.3f}")
             ax.axhline(curves["prevalence"], color=line.get_color(), lw=0.8, ls=":")
         else:
             fpr, tpr = _thin(curves["fpr"], curves["tpr"])
-            ax.plot(fpr, tpr, label=f"{label}: AUROC {metrics.get('auroc', float('nan')):.3f}")
+            ax.plot(fpr, tpr, lw=width, label=f"{label}: AUROC {metrics.get('auroc', float('nan')):.3f}")
     if kind == "pr":
         ax.set(xlabel="recall", ylabel="precision", title="precision-recall (dotted: prevalence)")
     else:
         ax.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls="--")
-        ax.set(xlabel="false-positive rate", ylabel="true-positive rate", title="ROC")
+        ax.set(xlabel="false-positive rate", ylabel="true-positive rate", title="ROC (dashed: chance)")
     ax.set(xlim=(0, 1), ylim=(0, 1.02))
-    ax.legend(fontsize=8, loc="lower left" if kind == "pr" else "lower right")
+    _legend_outside(ax)
     return fig
 
 
@@ -258,9 +293,10 @@ def plot_sweep(rows: list[dict], labels: dict[str, str], *, confidence: float | 
     rows have bootstrap intervals (``{metric}_low`` / ``_high`` and ``_vs_best``, see
     :func:`blindspot.experiments.sweep.sweep_intervals`) the detection bars are those intervals, the
     best d is a star, the d indistinguishable from it are filled and the others hollow; otherwise
-    the bars are ± one std.
+    the bars are ± one std. Both panels start at 0 (the detection panel spans [0, 1], with the
+    chance line of AUROC at 0.5); the legends lie beside the panels.
     """
-    fig, (left, right) = _axes(10, 4, ncols=2)
+    fig, (left, right) = _axes(13, 4.2, ncols=2)
     dims = np.array([row["d"] for row in rows])
     with_intervals = False
     shown = [n for n in labels if f"{n}_low" in rows[0] and not n.startswith("error")]
@@ -284,12 +320,16 @@ def plot_sweep(rows: list[dict], labels: dict[str, str], *, confidence: float | 
         else:
             std = np.nan_to_num(np.array([row[f"{name}_std"] for row in rows]))
             ax.errorbar(dims, mean, yerr=std, marker="o", capsize=3, label=label)
+    if "image_auroc" in labels and "image_auroc_mean" in rows[0]:
+        right.axhline(0.5, color="0.5", lw=0.8, ls="--", label="chance (AUROC)")
+    left.set_ylim(bottom=0)
+    right.set_ylim(0, 1.02)
     for ax, ylabel in ((left, "mean per-pixel loss"), (right, "metric")):
         ax.set_xscale("log", base=2)
         ax.set_xticks(dims, [str(d) for d in dims])
         ax.set_xlabel("latent size d")
         ax.set_ylabel(ylabel)
-        ax.legend(fontsize=8)
+        _legend_outside(ax)
     left.set_title("reconstruction error of the test images (± std)")
     if with_intervals:
         level = f"{100 * (confidence or 0.95):g} %"
@@ -512,15 +552,15 @@ def plot_volume_slice_comparison(result: dict) -> Figure:
 
 def plot_texture_slice_comparison(result: dict) -> Figure:
     """Texture AP over σ on whole volumes (solid) and on the same anomalies' central slices (dashed)."""
-    fig, ax = _axes(6, 4)
+    fig, ax = _axes(8, 4)
     sigmas = result["sigmas"]
     for k, name in enumerate(result["textures"]):
         (line,) = ax.plot(sigmas, result["ap"][k], label=f"{name}, whole volume")
         ax.plot(sigmas, result["slice_ap"][k], "--", color=line.get_color(), label=f"{name}, central slice")
-    ax.axvline(0.25, color="0.5", lw=0.8, ls=":")
+    ax.axvline(0.25, color="0.5", lw=0.8, ls="-.", label="σ = 0.25")
     ax.set_xlabel("σ of the Gaussian blur")
     ax.set_ylabel("average precision")
     ax.set_ylim(0, 1.02)
-    ax.legend(fontsize=8)
-    ax.set_title("texture anomalies: whole volumes vs. central slices")
+    _legend_outside(ax)
+    ax.set_title("texture anomalies: whole volumes (solid) vs. central slices (dashed)")
     return fig

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from blindspot.experiments.pitfalls import MATCH_TOLERANCE, _bands
+from blindspot.experiments.pitfalls import MATCH_KEYS, match_distance_text, match_rule, value_bands
 from blindspot.report import (
     plot_audit_case,
     plot_audit_profiles,
@@ -82,7 +82,7 @@ def _table(header: list[str] | None, rows: list[list], numeric: set[int] = froze
 
 
 def _band_text(intensities: np.ndarray, curve: np.ndarray) -> str:
-    bands = _bands(intensities, curve < 0.5)
+    bands = value_bands(intensities, curve < 0.5)
     return ", ".join(f"{a:.2f}–{b:.2f}" if a != b else f"{a:.2f}" for a, b in bands) or "none"
 
 
@@ -110,17 +110,18 @@ def audit_verdict(result: dict) -> list[str]:
     parts = []
     for m in _modes(result):
         suffix = "" if m == "normal" else "_anomalous"
-        sigma, close = float(result[f"matched_sigma{suffix}"]), float(result[f"matched_mean_abs{suffix}"])
+        sigma = float(result[f"matched_sigma{suffix}"])
         if not np.isfinite(sigma):
             continue
+        close = match_distance_text(*(float(result.get(f"matched_{k}{suffix}", np.nan)) for k in MATCH_KEYS[:4]))
         if bool(result[f"matched{suffix}"]):
-            parts.append(f"reconstructing the {m} image, like a Gaussian blur of σ = {sigma:.2f} px (mean |ΔAP| {close:.3f})")
+            parts.append(f"reconstructing the {m} image, like a Gaussian blur of σ = {sigma:.2f} px (mean |ΔAP| {close})")
         elif int(result[f"matched_sigma_index{suffix}"]) == len(result["sigmas"]) - 1:
             parts.append(f"reconstructing the {m} image, like no blur of the grid: the closest is its largest σ, {sigma:.2f} "
-                         f"(mean |ΔAP| {close:.3f}), so the model may blur more (a larger `sigma_max` extends the grid)")
+                         f"(mean |ΔAP| {close}), so the model may blur more (a larger `sigma_max` extends the grid)")
         else:
             parts.append(f"reconstructing the {m} image, like no blur of the grid (the closest, σ = {sigma:.2f}, differs by "
-                         f"a mean |ΔAP| of {close:.3f} > {MATCH_TOLERANCE})")
+                         f"a mean |ΔAP| of {close}; {match_rule()})")
     if parts:
         sentences.append(f"**Matched blur**: the `{names[ref]}` profile behaves, " + "; ".join(parts) + ".")
     else:

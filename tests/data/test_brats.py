@@ -51,8 +51,8 @@ def test_slices_labels_and_files_match_the_volumes(root):
     assert data.source["files"] == [str(root / s / f"{s}_{kind}.nii.gz") for s in SUBJECTS for kind in ("flair", "seg")]
     flair = read_nifti(root / "BraTS2021_00001" / "BraTS2021_00001_flair.nii.gz")
     seg = read_nifti(root / "BraTS2021_00001" / "BraTS2021_00001_seg.nii.gz")
-    np.testing.assert_array_equal(data.images[6:12], np.moveaxis(normalize_percentile(flair, 99), 2, 0))  # per volume
-    np.testing.assert_array_equal(data.labels[6:12], np.moveaxis(seg > 0, 2, 0))  # labels 1, 2 and 4 binarised
+    np.testing.assert_array_equal(data.images[6:12], np.rot90(np.moveaxis(normalize_percentile(flair, 99), 2, 0), axes=(1, 2)))  # per volume
+    np.testing.assert_array_equal(data.labels[6:12], np.rot90(np.moveaxis(seg > 0, 2, 0), axes=(1, 2)))  # labels 1, 2 and 4 binarised
     np.testing.assert_array_equal(data.brain, foreground_mask(data.images))
 
 

@@ -16,6 +16,11 @@ def nifti(path, **options):
     return load(DataConfig(data=str(path), **options))
 
 
+def rotated(stack):
+    """Slices of an RAS volume (slice axis first) as every volume source shows them: each rotated by 90°."""
+    return np.rot90(stack, axes=(1, 2))
+
+
 def test_nifti_folder_slices_and_split(nifti_folder):
     images = nifti(nifti_folder, slices=parse_slices("10:13"), split="test")
     assert images.images.shape == (2 * 3, 48, 48)
@@ -24,9 +29,9 @@ def test_nifti_folder_slices_and_split(nifti_folder):
     assert [f.rsplit("/", 1)[1] for f in images.source["files"]] == ["case_003.nii.gz", "case_004.nii.gz"]
     assert images.volumes == ["case_003.nii.gz"] * 3 + ["case_004.nii.gz"] * 3
     assert images.labels is None and images.anomalous is None and images.source["layout"] == "nifti"
-    np.testing.assert_array_equal(images.images[4], brain_volume(seed=4)[:, :, 11])
+    np.testing.assert_array_equal(images.images[4], np.rot90(brain_volume(seed=4)[:, :, 11]))  # RAS file: anterior up
     axis0 = nifti(nifti_folder / "case_000.nii.gz", axis=0, slices=[24])
-    np.testing.assert_array_equal(axis0.images[0], brain_volume(seed=0)[24])
+    np.testing.assert_array_equal(axis0.images[0], np.rot90(brain_volume(seed=0)[24]))
     assert axis0.names == ["case_000.nii.gz[axis=0, slice=24]"]
 
 
@@ -36,7 +41,7 @@ def test_every_split_reads_its_volumes(nifti_folder, split, cases):
     assert images.source["split"] == split
     assert images.volumes == [f"case_{k:03d}.nii.gz" for k in cases]
     assert [f.rsplit("/", 1)[1] for f in images.source["files"]] == [f"case_{k:03d}.nii.gz" for k in cases]
-    np.testing.assert_array_equal(images.images, np.stack([brain_volume(seed=k)[:, :, 12] for k in cases]))
+    np.testing.assert_array_equal(images.images, np.stack([np.rot90(brain_volume(seed=k)[:, :, 12]) for k in cases]))
 
 
 def test_split_is_first_60_percent_train():
@@ -57,12 +62,12 @@ def test_default_slices_are_128_and_120_to_139_for_training(tmp_path):
     assert DEFAULT_SLICE == 128 and TRAIN_SLICES == tuple(range(120, 140))
     test = nifti(tmp_path, split="test")
     assert test.names == ["v1.nii.gz[axis=2, slice=128]", "v2.nii.gz[axis=2, slice=128]"]
-    np.testing.assert_array_equal(test.images[0], brain_volume((10, 10, 140), seed=1)[:, :, 128])
+    np.testing.assert_array_equal(test.images[0], np.rot90(brain_volume((10, 10, 140), seed=1)[:, :, 128]))
     assert nifti(tmp_path).source["slices"] == [128] and len(nifti(tmp_path)) == 3
     train = nifti(tmp_path, split="train")  # int(3 · 0.6) = 1 volume
     assert train.source["slices"] == list(range(120, 140)) and train.volumes == ["v0.nii.gz"] * 20
     assert train.names[0] == "v0.nii.gz[axis=2, slice=120]" and train.names[-1] == "v0.nii.gz[axis=2, slice=139]"
-    np.testing.assert_array_equal(train.images, np.moveaxis(brain_volume((10, 10, 140), seed=0)[:, :, 120:140], 2, 0))
+    np.testing.assert_array_equal(train.images, rotated(np.moveaxis(brain_volume((10, 10, 140), seed=0)[:, :, 120:140], 2, 0)))
 
 
 def test_slices_keep_their_order_and_hidden_files_are_skipped(nifti_folder):
@@ -70,7 +75,7 @@ def test_slices_keep_their_order_and_hidden_files_are_skipped(nifti_folder):
     (nifti_folder / ".DS_Store").write_bytes(b"\0")
     images = nifti(nifti_folder, slices=(14, 10, 12))
     assert len(images.source["files"]) == 5 and images.names[:3] == [f"case_000.nii.gz[axis=2, slice={s}]" for s in (14, 10, 12)]
-    np.testing.assert_array_equal(images.images[:3], np.moveaxis(brain_volume(seed=0)[:, :, [14, 10, 12]], 2, 0))
+    np.testing.assert_array_equal(images.images[:3], rotated(np.moveaxis(brain_volume(seed=0)[:, :, [14, 10, 12]], 2, 0)))
     assert [p.name for p in list_volumes(nifti_folder)] == [f"case_{k:03d}.nii.gz" for k in range(5)]
 
 
@@ -80,17 +85,17 @@ def test_normalisation_is_per_volume_before_resizing(tmp_path):
         save_nifti(tmp_path / f"v{k}.nii", volume)
     images = nifti(tmp_path, slices=(8, 12), preparation=Preparation(normalize=99, size=32))
     for k, volume in enumerate(volumes):
-        normalized = np.moveaxis(normalize_percentile(volume, 99)[:, :, [8, 12]], 2, 0)
+        normalized = rotated(np.moveaxis(normalize_percentile(volume, 99)[:, :, [8, 12]], 2, 0))
         np.testing.assert_array_equal(images.images[2 * k : 2 * k + 2], fit_geometry(normalized, 32)[0])
     assert images.scale == 32 / 48 and images.images.shape == (4, 32, 32)
     block = read_slices(tmp_path / "v1.nii", 2, [12, 8], 99)
-    np.testing.assert_array_equal(block, np.moveaxis(normalize_percentile(volumes[1], 99)[:, :, [12, 8]], 2, 0))
+    np.testing.assert_array_equal(block, rotated(np.moveaxis(normalize_percentile(volumes[1], 99)[:, :, [12, 8]], 2, 0)))
 
 
 def test_volumes_of_different_shapes_mix_once_resized(tmp_path):
     save_nifti(tmp_path / "a.nii", brain_volume())
     save_nifti(tmp_path / "b.nii", brain_volume(shape=(40, 48, 24)))
-    with pytest.raises(BlindspotError, match=r"'.*b.nii' gives slices of size \(40, 48\) but '.*a.nii' gives \(48, 48\); "
+    with pytest.raises(BlindspotError, match=r"'.*b.nii' gives slices of size \(48, 40\) but '.*a.nii' gives \(48, 48\); "
                                              r"all volumes must have one in-plane size \(or set `size`\)"):
         nifti(tmp_path, slices=[12])
     both = nifti(tmp_path, slices=[12], preparation=Preparation(size=24))

@@ -1,4 +1,4 @@
-"""Whole volumes as stored (blindspot.data.volumes, and blindspot.data.iter_volumes with labelled=False)."""
+"""Whole volumes in closest-canonical RAS order (identity-affine files: as stored) (blindspot.data.volumes, and blindspot.data.iter_volumes with labelled=False)."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from blindspot.anomalies import disk_anomaly, sample_centers
 from blindspot.data import DataConfig, load
 from blindspot.errors import BlindspotError
 from blindspot.experiments.model_pitfalls import match_blur, model_intensity_experiment
-from blindspot.experiments.pitfalls import MATCH_TOLERANCE, intensity_experiment, intensity_grid_axes, random_streams
+from blindspot.experiments.pitfalls import MATCH_POINTWISE, MATCH_TOLERANCE, intensity_experiment, intensity_grid_axes, random_streams
 from blindspot.models import create_model
 
 
@@ -111,15 +111,25 @@ def test_matching_picks_the_sigma_the_reconstruction_is(small_images):
         result = model_intensity_experiment(BlurModel(sigmas[k]), small_images, intensities=intensities,
                                             radius=5, centers=grid["centers"])
         np.testing.assert_array_equal(result["ap"], grid["ap"][:, k])
-        assert match_blur(result["ap"], grid["ap"]) == {"index": k, "l1": 0.0, "mean_abs": 0.0, "matched": True}
+        assert core(match_blur(result["ap"], grid["ap"])) == {"index": k, "l1": 0.0, "mean_abs": 0.0, "matched": True}
+        checked = match_blur(result["ap"], grid["ap"], result["ap_per_image"], grid["ap_per_image"])  # paired: interval 0
+        assert checked["matched"] is True and checked["mean_abs_high"] == pytest.approx(0, abs=1e-12)
     assert match_blur(np.array([0.9, 0.5]), np.array([[1.0, 0.8, 0.0], [1.0, 0.4, 0.0]]))["index"] == 1
+
+
+def core(verdict: dict) -> dict:
+    """The σ index, distances and verdict of :func:`match_blur`, without its bound and interval."""
+    return {k: verdict[k] for k in ("index", "l1", "mean_abs", "matched")}
 
 
 def test_match_blur_verdicts_on_plain_curves():
     columns = np.array([[1.0, 0.6, 0.0]] * 4)  # (I, S): three σ, each a flat curve
-    assert match_blur(np.full(4, 0.65), columns) == pytest.approx({"index": 1, "l1": 0.2, "mean_abs": 0.05, "matched": True})
-    far = match_blur(np.full(4, 0.3), columns)  # closest is the middle σ, but 0.3 away on average
-    assert far["index"] == 1 and far["mean_abs"] == pytest.approx(0.3) and far["matched"] is False
+    ramp = np.linspace(0.3, 0.9, 4)
+    columns[:, 1] = ramp
+    assert core(match_blur(ramp + 0.05, columns)) == pytest.approx({"index": 1, "l1": 0.2, "mean_abs": 0.05, "matched": True})
+    assert match_blur(np.full(4, 0.65), columns)["matched"] is False  # as close on average, but flat: not the ramp
+    far = match_blur(np.full(4, 0.4), columns)  # closest is the middle σ, but 0.25 away on average
+    assert far["index"] == 1 and far["mean_abs"] == pytest.approx(0.25) and far["matched"] is False
     edge = match_blur(np.full(4, 0.02), columns)  # closest is the largest σ: the model may lie beyond the grid
     assert edge["index"] == 2 and edge["mean_abs"] < MATCH_TOLERANCE and edge["matched"] is False
 
@@ -131,11 +141,11 @@ def test_a_blur_beyond_the_grid_is_no_match_until_the_grid_is_extended(four_imag
     curve = model_intensity_experiment(model, four_images, intensities=intensities, radius=3, centers=short["centers"])["ap"]
     verdict = match_blur(curve, short["ap"])
     assert verdict["index"] == 7 and verdict["matched"] is False  # the largest σ of the grid (3.5)
-    assert verdict["mean_abs"] <= MATCH_TOLERANCE  # close enough: only the edge rule refuses it
+    assert verdict["mean_abs"] <= verdict["limit"] and verdict["pointwise"] <= MATCH_POINTWISE  # only the edge refuses it
     _, sigmas = intensity_grid_axes(11, 11, 5.0)
     extended = intensity_experiment(four_images, intensities=intensities, sigmas=sigmas, radius=3, seed=0)
     verdict = match_blur(curve, extended["ap"])
-    assert verdict == {"index": 8, "l1": 0.0, "mean_abs": 0.0, "matched": True} and sigmas[8] == 4.0
+    assert core(verdict) == {"index": 8, "l1": 0.0, "mean_abs": 0.0, "matched": True} and sigmas[8] == 4.0
 
 
 def test_a_constant_reconstruction_matches_no_blur(four_images):

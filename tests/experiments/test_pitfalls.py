@@ -11,6 +11,8 @@ from blindspot.anomalies import disk_anomaly, sample_centers, texture_anomaly
 from blindspot.data import DataConfig, load
 from blindspot.errors import BlindspotError
 from blindspot.experiments.pitfalls import (
+    MATCH_POINTWISE,
+    MATCH_SPREAD_FRACTION,
     MATCH_TOLERANCE,
     blind_spot_table,
     experiment_centers,
@@ -127,17 +129,64 @@ def test_match_curves_picks_smallest_l1():
     np.testing.assert_array_equal(match_curves(np.array([[0.55, 0.55, 0.55]]), reference[[0, 2]]), [0])  # tie: lowest index
 
 
-def test_match_quality_applies_the_tolerance_and_the_upper_edge():
-    reference = np.array([[1.0, 1.0], [0.6, 0.6], [0.0, 0.0]])
-    curves = np.array([[0.95, 0.95], [0.6 - MATCH_TOLERANCE, 0.6 - MATCH_TOLERANCE], [0.3, 0.3], [0.05, 0.05]])
+def test_match_quality_applies_the_absolute_cap_and_the_upper_edge():
+    reference = np.array([np.linspace(0.5, 1.0, 5), np.linspace(0.3, 1.0, 5), np.linspace(0.0, 0.3, 5)])
+    curves = np.array([reference[0] - 0.02, reference[1] - 0.1 - 1e-9, reference[2]])
     index = match_curves(curves, reference)
-    np.testing.assert_array_equal(index, [0, 1, 1, 2])
+    np.testing.assert_array_equal(index, [0, 1, 2])
     quality = match_quality(curves, reference, index)
-    np.testing.assert_allclose(quality["mean_abs"], [0.05, MATCH_TOLERANCE, 0.3, 0.05])
-    np.testing.assert_allclose(quality["l1"], 2 * quality["mean_abs"])
-    np.testing.assert_array_equal(quality["matched"], [True, True, False, True])
+    np.testing.assert_allclose(quality["mean_abs"], [0.02, 0.1 + 1e-9, 0.0])
+    np.testing.assert_allclose(quality["l1"], 5 * quality["mean_abs"])
+    # limits: a fraction of the ranges 0.5, 0.7 (0.105: capped at MATCH_TOLERANCE) and 0.3
+    np.testing.assert_allclose(quality["limit"], [MATCH_SPREAD_FRACTION * 0.5, MATCH_TOLERANCE, MATCH_SPREAD_FRACTION * 0.3])
+    assert MATCH_SPREAD_FRACTION * 0.7 > MATCH_TOLERANCE and quality["pointwise"][1] < MATCH_POINTWISE
+    np.testing.assert_array_equal(quality["matched"], [True, False, True])  # 0.1 + 1e-9 > the cap alone
+    assert np.isnan(quality["mean_abs_low"]).all() and np.isnan(quality["mean_abs_high"]).all()  # no per-image curves
     edge = match_quality(curves, reference, index, upper_edge=True)
-    np.testing.assert_array_equal(edge["matched"], [True, True, False, False])  # the last row: beyond the grid?
+    np.testing.assert_array_equal(edge["matched"], [True, False, False])  # the last row: beyond the grid?
+
+
+def sixfold_pair():
+    """Issue 17's case: all APs low, minima 0.013 vs 0.079, APs at intensity 1 of 0.57 vs 0.28, mean |ΔAP| < 0.1."""
+    x = np.linspace(0, 1, 11)
+    return 0.013 + 0.557 * x**2, 0.079 + 0.201 * x
+
+
+def test_low_curves_of_different_shape_are_no_match():
+    model, blur = sixfold_pair()
+    assert (model.min(), blur.min(), model[-1], blur[-1]) == pytest.approx((0.013, 0.079, 0.57, 0.28))
+    assert max(model.max(), blur.max()) < 0.6
+    assert np.abs(model - blur).mean() <= MATCH_TOLERANCE  # the old absolute rule called this a match
+    quality = match_quality(model[None], blur[None], np.array([0]))
+    assert not quality["matched"][0]
+    assert quality["limit"][0] == pytest.approx(MATCH_SPREAD_FRACTION * 0.557)
+    assert quality["mean_abs"][0] > quality["limit"][0]
+    assert quality["pointwise"][0] == pytest.approx(0.066 / 0.079)  # the sixfold minimum
+    assert quality["pointwise"][0] > MATCH_POINTWISE
+
+
+def test_a_curve_matches_itself_plus_tiny_noise_within_its_interval():
+    model, _ = sixfold_pair()
+    per_image = model + np.random.default_rng(1).normal(0, 0.002, (20, len(model)))
+    curve = per_image.mean(axis=0)
+    exact = match_quality(model[None], model[None], np.array([0]), per_image=np.repeat(model[None, None], 3, axis=0))
+    assert exact["matched"][0] and exact["mean_abs"][0] == 0 and exact["mean_abs_high"][0] == pytest.approx(0, abs=1e-12)
+    quality = match_quality(curve[None], model[None], np.array([0]), per_image=per_image[:, None])
+    assert quality["matched"][0]
+    assert quality["mean_abs"][0] == pytest.approx(np.abs(curve - model).mean())
+    assert 0 < quality["mean_abs_low"][0] <= quality["mean_abs_high"][0] < quality["limit"][0]
+
+
+def test_a_match_the_image_variability_cannot_confirm_is_none():
+    model, _ = sixfold_pair()
+    curve = model + 0.02  # close enough by the mean curve alone ...
+    spread = np.where(np.arange(6) % 2, 0.4, -0.4)[:, None]  # ... but the six images scatter ±0.4 around it
+    per_image = curve + spread
+    np.testing.assert_allclose(per_image.mean(axis=0), curve)
+    alone = match_quality(curve[None], model[None], np.array([0]))
+    assert alone["matched"][0]
+    quality = match_quality(curve[None], model[None], np.array([0]), per_image=per_image[:, None])
+    assert quality["mean_abs_high"][0] > quality["limit"][0] and not quality["matched"][0]
 
 
 def test_blind_spot_table_reports_bands_and_minimum():

@@ -14,7 +14,7 @@ import blindspot.experiments.runs as runs
 from blindspot.data import DataConfig
 from blindspot.errors import BlindspotError
 from blindspot.experiments.model_pitfalls import match_blur
-from blindspot.experiments.pitfalls import MATCH_TOLERANCE
+from blindspot.experiments.pitfalls import MATCH_POINTWISE, match_rule
 from blindspot.models import create_model
 from blindspot.models.checkpoint import save_checkpoint
 from blindspot.results import MARKER, file_sha256
@@ -107,7 +107,10 @@ def test_texture_matches_carry_a_matched_flag(nifti_folder, tmp_path, capsys):
         assert saved["matched"].dtype == bool and saved["matched"].shape == (3,)
         mean_abs = np.abs(saved["ap"] - reference["ap"][saved["matched_intensity_index"]]).mean(axis=1)
         np.testing.assert_allclose(saved["matched_l1"], mean_abs * saved["ap"].shape[1])
-        np.testing.assert_array_equal(saved["matched"], mean_abs <= MATCH_TOLERANCE)
+        np.testing.assert_allclose(saved["match_mean_abs"], mean_abs)
+        rule = ((mean_abs <= saved["match_limit"]) & (saved["match_pointwise"] <= MATCH_POINTWISE)
+                & (saved["match_mean_abs_high"] <= saved["match_limit"]))
+        np.testing.assert_array_equal(saved["matched"], rule)
         rows = {line.split(" | ")[0].strip("| "): line for line in (exp2 / "summary.md").read_text().splitlines()
                 if line.startswith("| s")}
         for k, name in enumerate(saved["textures"]):
@@ -157,7 +160,6 @@ def test_model_summary_says_no_match_within_the_grid_at_its_upper_edge_until_ext
     assert code == 0, io.err
     saved = arrays(short, ["matched", "matched_sigma_index", "matched_sigma", "sigmas", "blur_ap", "ap", "matched_l1"])
     assert not saved["matched"] and saved["matched_sigma_index"] == 7 and saved["matched_sigma"] == 3.5
-    assert saved["matched_l1"] / 11 <= MATCH_TOLERANCE  # close: only the edge of the grid refuses it
     assert match_blur(saved["ap"], saved["blur_ap"])["matched"] is False
     summary = (short / "summary.md").read_text()
     assert "No match within the grid: the closest blur is the largest σ of the grid (3.500" in summary
@@ -169,7 +171,7 @@ def test_model_summary_says_no_match_within_the_grid_at_its_upper_edge_until_ext
     np.testing.assert_array_equal(saved["sigmas"], np.linspace(0, 5, 11))
     assert saved["blur_ap"].shape == (11, 11) and saved["matched"] and saved["matched_sigma"] == 4.0 and saved["matched_l1"] == 0
     summary = (wide / "summary.md").read_text()
-    assert "The model's curve matches a Gaussian blur of σ = 4.000 (mean |ΔAP| 0.000)." in summary
+    assert "The model's curve matches a Gaussian blur of σ = 4.000 (mean |ΔAP| 0.000 [0.000, 0.000] (bound " in summary
     assert "No match" not in summary
     compare = tmp_path / "compare"
     assert cli(["pitfalls", "compare", short, wide, "--out", compare], capsys)[0] == 0
@@ -183,13 +185,17 @@ def test_model_summary_says_no_match_within_the_grid_beyond_the_tolerance(tmp_pa
     out = tmp_path / "constant"
     code, io = cli(["pitfalls", "model", "--checkpoint", path, *GRID3, "--n-sigmas", "11", "--sigma-max", "10", "--out", out], capsys)
     assert code == 0, io.err
-    saved = arrays(out, ["matched", "matched_sigma_index", "matched_sigma", "matched_l1"])
+    saved = arrays(out, ["matched", "matched_sigma_index", "matched_sigma", "matched_l1", "match_mean_abs", "match_limit",
+                         "match_mean_abs_low", "match_mean_abs_high", "match_pointwise"])
     assert not saved["matched"] and 0 < saved["matched_sigma_index"] < 10
     mean_abs = float(saved["matched_l1"]) / 11
-    assert mean_abs > MATCH_TOLERANCE
+    assert mean_abs == pytest.approx(float(saved["match_mean_abs"])) and mean_abs > saved["match_limit"]
+    assert saved["match_mean_abs_low"] <= saved["match_mean_abs_high"]
     summary = (out / "summary.md").read_text()
     assert (f"No match within the grid: the closest blur, σ = {float(saved['matched_sigma']):.3f}, differs by a mean |ΔAP| "
-            f"of {mean_abs:.3f} (> {MATCH_TOLERANCE})") in summary
+            f"of {mean_abs:.3f} [{float(saved['match_mean_abs_low']):.3f}, {float(saved['match_mean_abs_high']):.3f}] "
+            f"(bound {float(saved['match_limit']):.3f}), at worst by {float(saved['match_pointwise']):.2f} of the AP") in summary
+    assert f"The rule: {match_rule()}." in summary
     assert f"| closest blur σ = {float(saved['matched_sigma']):.2f} |" in summary
 
 

@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from scipy.ndimage import label as scipy_label
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 import blindspot.experiments.sweep as sweep_module
@@ -36,6 +37,11 @@ from eval_fixtures import make_benchmark, make_brats2021, make_mood
 from conftest import run_cli as cli
 
 PIXEL = ("pixel_ap", "best_dice")
+
+
+def label_regions(mask: np.ndarray) -> np.ndarray:
+    """The 4-connected regions of one 2-D mask, numbered 1..n (an independent count of a slice's lesions)."""
+    return scipy_label(mask)[0]
 
 
 def columns_of(metric):
@@ -146,6 +152,18 @@ def test_sweep_numbers_equal_blindspot_evaluate_to_the_last_digit(tmp_path, caps
     summary = (out / "summary.md").read_text()
     assert ("pixel AP" in summary) == pixel and ("image labels only, so there are no pixel metrics" in summary) == (not pixel)
     assert f"n = {repeats} run(s) per d" in summary and (out / "latent_sweep.png").exists() and (out / MARKER).is_file()
+    # the summary says what the runs did and which test set was used
+    n_train = json.loads((out / "runs" / f"d{dims[0]}-r0" / "config.json").read_text())["training_data"]["train"]["images"]
+    assert f"every run trained 2 steps (≈ {2 * 4 / n_train:,.1f} epochs of {n_train} images, batch 4, 8 images seen)" in summary
+    test = load(DataConfig(data=str(data)).with_preparation(size=32), default_split="test") if kind != "mni152" else None
+    if kind == "mni152":
+        assert "as the synthetic test set (the source has no labels)" in summary
+    elif kind == "brats2021":
+        lesions = sum(int(disk.max()) for disk in (label_regions(mask) for mask in test.labels))
+        assert "synthetic" not in summary and f"{len(test)} images of the test split of `{data}`" in summary
+        assert f"{int(test.labels.any(axis=(1, 2)).sum())} abnormal and" in summary and f"{lesions} labelled lesion regions" in summary
+    else:
+        assert "synthetic" not in summary and f"{int(test.anomalous.sum())} abnormal and" in summary
 
 
 # ---------------------------------------------------------------------------------------- resuming

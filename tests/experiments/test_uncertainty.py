@@ -10,6 +10,7 @@ import pytest
 
 from blindspot.data import DataConfig
 from blindspot.errors import BlindspotError
+from blindspot.experiments.pitfalls import MATCH_KEYS
 from blindspot.experiments.runs import _model_summary, run_intensity, run_texture
 from blindspot.experiments.uncertainty import blind_spot_rows, grid_intervals
 from blindspot.metrics.bootstrap import percentile_interval, resample_indices
@@ -92,7 +93,8 @@ def test_the_model_summary_states_the_models_and_the_blurs_uncertainty():
     blur = np.clip(np.array([0.8, 0.2, 0.45, 0.8, 0.9])[None, :, None] + rng.normal(0, 0.05, (8, 5, 2)), 0, 1)
     arrays = {"intensities": intensities, "ap": model.mean(axis=0), "ap_per_image": model, "matched_ap": blur[:, :, 1].mean(axis=0),
               "matched_sigma": np.float64(1.0), "matched_sigma_index": np.int64(1), "matched": np.bool_(True),
-              "matched_l1": np.float64(0.1), "sigmas": np.array([0.0, 1.0]), "recon_error": np.float64(0.01)}
+              "matched_l1": np.float64(0.1), "sigmas": np.array([0.0, 1.0]), "recon_error": np.float64(0.01),
+              **{f"match_{k}": np.float64(v) for k, v in zip(MATCH_KEYS, (0.02, 0.01, 0.03, 0.05, 0.1))}}
     config = {"model": {"name": "bench-ae", "d": 4}, "parameters": {"seed": 0, "reconstruct": "normal", "radius": 20,
                                                                        "radius_used": 20}, "checkpoint": {"path": "m.pt"},
               "data": {"data": "mni152"}, "centers": "sampled", "match": "computed"}

@@ -6,8 +6,9 @@ Layout (BraTS 2021 naming)::
     ROOT/BraTS2021_00000/BraTS2021_00000_seg.nii.gz     (labels 1, 2, 4; binarised > 0)
 
 Any subject folder works whose files end with ``_<modality>.nii[.gz]`` and ``_seg.nii[.gz]``.
-Subjects are read in sorted order and split 60 / 40 like NIfTI volumes. Volumes are taken as
-stored, slice axis (``axis``, 2 = axial for BraTS) first. Raw BraTS intensities are not in [0, 1]:
+Subjects are read in sorted order and split 60 / 40 like NIfTI volumes. Each volume is brought
+to closest-canonical RAS and sliced by the display rule of every volume source
+(:func:`~blindspot.data.preprocess.volume_slices`), slice axis (``axis``, 2 = axial) first. Raw BraTS intensities are not in [0, 1]:
 prepare them with a percentile normalisation (``normalize=99``); the brain is the non-zero region
 of the skull-stripped scan. As 2-D images, every slice with brain is taken by default; a slice is
 anomalous when its tumour mask is not empty.
@@ -25,7 +26,7 @@ import numpy as np
 from blindspot.data.imageset import ImageSet, Preparation, check_intensities
 from blindspot.data.io import read_nifti
 from blindspot.data.nifti import check_slices, split_files
-from blindspot.data.preprocess import finish, fit_geometry, normalize_percentile
+from blindspot.data.preprocess import finish, fit_geometry, normalize_percentile, volume_slices
 from blindspot.errors import BlindspotError
 
 __all__ = ["Volume", "brats_images", "brats_volume", "iter_brats_volumes", "list_subjects"]
@@ -35,7 +36,7 @@ __all__ = ["Volume", "brats_images", "brats_volume", "iter_brats_volumes", "list
 class Volume:
     """One subject: image ``(D, H, W)`` float32 in [0, 1], tumour labels and brain mask of that shape.
 
-    Whole volumes as stored (:func:`blindspot.data.volumes.whole_volumes`) have no labels (None)
+    Whole volumes (:func:`blindspot.data.volumes.whole_volumes`) have no labels (None)
     and carry their voxel ``spacing`` per array axis (from the header).
     """
 
@@ -69,12 +70,12 @@ def list_subjects(root: str | Path, modality: str = "flair") -> list[tuple[str, 
 
 def _read_subject(image_path: Path, seg_path: Path, axis: int, preparation: Preparation) -> tuple[np.ndarray, np.ndarray, float]:
     """One subject's image and tumour labels, slice axis first, normalised and fitted to the size slice by slice."""
-    image, seg = read_nifti(image_path), read_nifti(seg_path)
+    image, seg = read_nifti(image_path, canonical=True), read_nifti(seg_path, canonical=True)
     if image.shape != seg.shape:
         raise BlindspotError(f"segmentation '{seg_path}' has shape {seg.shape} but its image '{image_path}' has {image.shape}.")
     if preparation.normalize is not None:
         image = normalize_percentile(image, preparation.normalize, name=f"'{image_path}'")
-    image, labels = np.moveaxis(image, axis, 0), np.moveaxis(seg > 0, axis, 0)
+    image, labels = volume_slices(image, axis), volume_slices(seg > 0, axis)
     check_intensities(image, [f"'{image_path}' slice {k}" for k in range(len(image))])
     image, scale = fit_geometry(image, preparation.size, preparation.geometry)
     return image, fit_geometry(labels, preparation.size, preparation.geometry, labels=True)[0], scale

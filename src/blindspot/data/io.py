@@ -150,7 +150,23 @@ def _squeezed_shape(shape: Sequence[int]) -> tuple[int, ...]:
     return shape
 
 
-def read_nifti(path: str | Path, *, ndim: int | None = 3, index: tuple | None = None) -> np.ndarray:
+def _canonical_axes(affine: np.ndarray, path: Path) -> np.ndarray:
+    """For each stored array axis: its axis in closest-canonical RAS order and whether it is flipped.
+
+    The ``(axis, ±1)`` rows of nibabel's ``io_orientation``, which ``as_closest_canonical`` applies;
+    an affine without an orientation (a zero column) keeps the stored order, with a warning.
+    """
+    from nibabel.orientations import io_orientation
+
+    axes = io_orientation(affine)
+    if np.isnan(axes).any():
+        warnings.warn(f"'{path}' has an affine without an orientation; its axes are taken as stored.", UserWarning, stacklevel=3)
+        return np.array([[0, 1], [1, 1], [2, 1]])
+    return axes.astype(int)
+
+
+def read_nifti(path: str | Path, *, ndim: int | None = 3, index: tuple | None = None,
+               canonical: bool = False) -> np.ndarray:
     """A NIfTI array as float32 (trailing singleton axes dropped), with clear errors.
 
     Parameters
@@ -158,31 +174,57 @@ def read_nifti(path: str | Path, *, ndim: int | None = 3, index: tuple | None = 
     ndim : int or None
         Required number of dimensions (3: a volume); None accepts 2 or 3.
     index : tuple of slices, optional
-        Read only this block of the (squeezed) array, e.g. a range of slices, without loading the rest.
+        Read only this block of the (squeezed, and with ``canonical`` reoriented) array, e.g. a range
+        of slices; a file already in canonical order is read without loading the rest.
+    canonical : bool
+        Bring a 3-D volume to nibabel's closest-canonical RAS orientation (``as_closest_canonical``:
+        array axes 0, 1, 2 run towards the patient's right, anterior and superior), whatever the
+        header's orientation, so volumes from any source slice alike.
     """
     path = Path(path)
     image = _open_nifti(path)
     shape = _squeezed_shape(image.shape)
-    if (ndim is not None and len(shape) != ndim) or len(shape) not in (2, 3):
-        expected = "a 3-D volume" if ndim == 3 else "a 2-D or 3-D array"
+    if (ndim is not None and len(shape) != ndim) or len(shape) not in (2, 3) or (canonical and len(shape) != 3):
+        expected = "a 3-D volume" if ndim == 3 or canonical else "a 2-D or 3-D array"
         raise BlindspotError(f"'{path}' has shape {tuple(image.shape)}; expected {expected}.")
+    reorient = None
+    if canonical:
+        axes = _canonical_axes(image.affine, path)
+        if not (axes == [[0, 1], [1, 1], [2, 1]]).all():
+            reorient, index = (axes, index), None  # the index applies to the reoriented array
     full = tuple(slice(None) for _ in shape) if index is None else tuple(index)
     full = full + (0,) * (len(image.shape) - len(shape))
     try:
-        return np.asarray(image.dataobj[full], dtype=np.float32)
+        array = np.asarray(image.dataobj[full], dtype=np.float32)
     except Exception as err:
         raise BlindspotError(f"'{path}' could not be read ({type(err).__name__}: {err}); the file may be truncated.") from None
+    if reorient is None:
+        return array
+    from nibabel.orientations import apply_orientation
+
+    axes, index = reorient
+    array = apply_orientation(array, axes)
+    return np.ascontiguousarray(array if index is None else array[tuple(index)])
 
 
-def nifti_shape(path: str | Path) -> tuple[int, ...]:
-    """The (squeezed) array shape of a NIfTI file, read from its header only."""
-    return _squeezed_shape(_open_nifti(Path(path)).shape)
+def nifti_shape(path: str | Path, *, canonical: bool = False) -> tuple[int, ...]:
+    """The (squeezed) array shape of a NIfTI file, read from its header only; ``canonical``: in RAS order (:func:`read_nifti`)."""
+    path = Path(path)
+    image = _open_nifti(path)
+    shape = _squeezed_shape(image.shape)
+    if not canonical or len(shape) != 3:
+        return shape
+    out = [0, 0, 0]
+    for n, (axis, _) in zip(shape, _canonical_axes(image.affine, path)):
+        out[axis] = n
+    return tuple(out)
 
 
-def nifti_spacing(path: str | Path) -> tuple[float, ...]:
+def nifti_spacing(path: str | Path, *, canonical: bool = False) -> tuple[float, ...]:
     """The voxel size of each (squeezed) array axis of a NIfTI file, as its header stores it (millimetres).
 
-    The header is read without nibabel's repair, which would turn a stored zero size into 1 mm.
+    The header is read without nibabel's repair, which would turn a stored zero size into 1 mm;
+    ``canonical`` gives the sizes in the RAS axis order of :func:`read_nifti`.
     """
     import nibabel as nib
     from nibabel.openers import ImageOpener
@@ -198,7 +240,13 @@ def nifti_spacing(path: str | Path) -> tuple[float, ...]:
         raise BlindspotError(f"'{path}' does not exist.") from None
     except Exception as err:  # nibabel raises many types for damaged files
         raise BlindspotError(f"'{path}' is not a readable NIfTI file ({type(err).__name__}: {err}).") from None
-    return tuple(float(z) for z in header.get_zooms()[: len(_squeezed_shape(header.get_data_shape()))])
+    zooms = tuple(float(z) for z in header.get_zooms()[: len(_squeezed_shape(header.get_data_shape()))])
+    if not canonical or len(zooms) != 3:
+        return zooms
+    out = [0.0, 0.0, 0.0]
+    for z, (axis, _) in zip(zooms, _canonical_axes(header.get_best_affine(), path)):
+        out[axis] = z
+    return tuple(out)
 
 
 def read_array(path: str | Path) -> np.ndarray:

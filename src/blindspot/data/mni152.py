@@ -1,7 +1,8 @@
 """The embedded default data: nilearn's 1 mm MNI152 T1 template, read from the installed wheel.
 
-One brain, so its splits are fixed sets of axial slices (array axis 2), rotated anterior-up and
-centred on a 256 × 256 canvas; no slice belongs to two roles:
+One brain, so its splits are fixed sets of axial slices (array axis 2 of the closest-canonical RAS
+volume), shown by the display rule of every volume source (:func:`~blindspot.data.preprocess.volume_slices`:
+anterior up) and centred on a 256 × 256 canvas; no slice belongs to two roles:
 
 =============  ===================================================  ============================
 split          axial slices                                         constant
@@ -19,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from blindspot.data.preprocess import normalize_percentile
+from blindspot.data.preprocess import normalize_percentile, volume_slices
 from blindspot.errors import BlindspotError
 
 __all__ = ["CANVAS", "TEST_SLICES", "TRAIN_SLICES", "VALIDATION_SLICES", "load_mni152_volume", "mni152_slices", "to_canvas"]
@@ -37,15 +38,18 @@ _SPLIT_SLICES = {"all": TEST_SLICES, "test": TEST_SLICES, "train": TRAIN_SLICES,
 
 @lru_cache(maxsize=1)
 def load_mni152_volume() -> np.ndarray:
-    """The 1 mm MNI152 T1 template × its brain mask, float32 (197, 233, 189) in [0, 1].
+    """The 1 mm MNI152 T1 template × its brain mask, float32 (197, 233, 189) in [0, 1], closest-canonical RAS.
 
-    Both files ship inside the nilearn wheel (``nilearn/datasets/data``), so nothing is downloaded.
+    Reoriented like every NIfTI volume (:func:`~blindspot.data.io.read_nifti`), so the template
+    written to a NIfTI file slices exactly like ``mni152``. Both files ship inside the nilearn wheel (``nilearn/datasets/data``), so nothing is downloaded.
     Every voxel inside the brain mask is > 0, so the protocol's foreground ``x > 0`` is the brain.
     """
     from nilearn.datasets import load_mni152_brain_mask, load_mni152_template
 
-    template = load_mni152_template(resolution=1).get_fdata(dtype=np.float32)
-    mask = load_mni152_brain_mask(resolution=1).get_fdata(dtype=np.float32) > 0
+    from nibabel import as_closest_canonical
+
+    template = as_closest_canonical(load_mni152_template(resolution=1)).get_fdata(dtype=np.float32)
+    mask = as_closest_canonical(load_mni152_brain_mask(resolution=1)).get_fdata(dtype=np.float32) > 0
     volume = np.where(mask, template, 0).astype(np.float32)
     volume.setflags(write=False)
     return volume
@@ -82,6 +86,5 @@ def mni152_slices(*, split: str = "test", axis: int = 2, slices: Sequence[int] |
     bad = [s for s in slices if not 0 <= s < depth]
     if bad:
         raise BlindspotError(f"slice {bad[0]} is out of range for the mni152 template along axis {axis} (0..{depth - 1}).")
-    # basic indexing, not ndarray.take: take copies a slice of this Fortran-ordered volume ~700x slower
-    images = np.stack([to_canvas(np.rot90(volume[(slice(None),) * axis + (s,)])) for s in slices]).astype(np.float32)
+    images = np.stack([to_canvas(image) for image in volume_slices(volume, axis, slices)]).astype(np.float32)
     return images, [f"mni152[axis={axis}, slice={s}]" for s in slices], slices

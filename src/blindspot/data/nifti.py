@@ -1,9 +1,12 @@
 """NIfTI volumes (one file, or a folder in the MOOD layout): the protocol's split and slice selection.
 
 MOOD layout: a folder of healthy 3-D volumes, 256³, intensities in [0, 1], background exactly 0.
-The sorted file list is split 60 / 40 (train / test). Slices are taken as stored (array axis
-``axis``, no reorientation): by default slice 128 along axis 2 (the MIDL 2022 test images) and
-slices 120–139 for the training split (its training images).
+The sorted file list is split 60 / 40 (train / test). Each volume is first brought to nibabel's
+closest-canonical RAS orientation (:func:`~blindspot.data.io.read_nifti`), then sliced along array
+axis ``axis`` and shown like the embedded template (:func:`~blindspot.data.preprocess.volume_slices`:
+axial slices anterior up): by default slice 128 along axis 2 (the MIDL 2022 test images) and
+slices 120–139 for the training split (its training images). Since issue 17 a file's slices are
+reoriented; earlier versions took them as stored.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import numpy as np
 
 from blindspot.data.imageset import ImageSet, Preparation
 from blindspot.data.io import NIFTI_SUFFIXES, files_in, is_nifti, nifti_shape, read_nifti
-from blindspot.data.preprocess import fit_geometry, normalize_percentile
+from blindspot.data.preprocess import fit_geometry, normalize_percentile, volume_slices
 from blindspot.errors import BlindspotError
 
 __all__ = ["DEFAULT_SLICE", "TRAIN_SLICES", "list_volumes", "nifti_images", "parse_slices", "read_slices", "split_files"]
@@ -85,21 +88,22 @@ def check_slices(slices: Sequence[int], depth: int, path, axis: int) -> None:
 
 
 def read_slices(path: Path, axis: int, slices: Sequence[int], normalize: float | None) -> np.ndarray:
-    """The requested slices of one volume, slice axis first: float32 (len(slices), H, W).
+    """The requested slices of one canonical (RAS) volume by the display rule: float32 (len(slices), H, W).
 
-    Without normalisation only the slab between the first and last slice is read from disk.
+    Without normalisation only the slab between the first and last slice is read from disk (when
+    the file is stored in canonical order).
     """
-    shape = nifti_shape(path)
+    shape = nifti_shape(path, canonical=True)
     if len(shape) != 3:
         raise BlindspotError(f"'{path}' has shape {shape}; expected a 3-D volume.")
     check_slices(slices, shape[axis], path, axis)
     if normalize is not None:
-        volume = normalize_percentile(read_nifti(path), normalize, name=f"'{path}'")
-        return np.moveaxis(volume.take(list(slices), axis=axis), axis, 0)
+        volume = normalize_percentile(read_nifti(path, canonical=True), normalize, name=f"'{path}'")
+        return volume_slices(volume, axis, slices)
     index = [slice(None)] * 3
     index[axis] = slice(min(slices), max(slices) + 1)
-    block = np.moveaxis(read_nifti(path, index=tuple(index)), axis, 0)
-    return block[[s - min(slices) for s in slices]]
+    block = read_nifti(path, index=tuple(index), canonical=True)
+    return volume_slices(block, axis, [s - min(slices) for s in slices])
 
 
 def nifti_images(path: str | Path, *, split: str, axis: int, slices: Sequence[int] | None,

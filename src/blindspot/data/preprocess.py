@@ -14,7 +14,7 @@ import numpy as np
 from blindspot.data.imageset import Preparation
 from blindspot.errors import BlindspotError
 
-__all__ = ["equalize_histogram", "finish", "fit_geometry", "foreground_mask", "normalize_percentile"]
+__all__ = ["equalize_histogram", "finish", "fit_geometry", "foreground_mask", "normalize_percentile", "volume_slices"]
 
 
 def normalize_percentile(array: np.ndarray, percentile: float, *, name: str = "volume") -> np.ndarray:
@@ -29,6 +29,19 @@ def normalize_percentile(array: np.ndarray, percentile: float, *, name: str = "v
     if foreground.size == 0:
         raise BlindspotError(f"{name} has an empty foreground (no value > 0); cannot normalise it.")
     return np.clip(array / np.percentile(foreground, percentile), 0, 1).astype(np.float32)
+
+
+def volume_slices(volume: np.ndarray, axis: int, slices=None) -> np.ndarray:
+    """Slices of a closest-canonical RAS volume as 2-D images: the display rule of every volume source.
+
+    Each slice is ``np.rot90`` of the plane of the two other array axes (in order), so an axial
+    slice (``axis`` 2) shows anterior up and the patient's right on the image's right. ``slices``
+    (indices along ``axis``) defaults to all; the result is ``(len(slices), H, W)``, slice axis first.
+    """
+    stack = np.moveaxis(volume, axis, 0)
+    chosen = range(len(stack)) if slices is None else slices
+    # basic indexing per slice: fancy indexing copies a strided (Fortran-ordered) volume far more slowly
+    return np.stack([np.rot90(stack[int(s)]) for s in chosen])
 
 
 def fit_geometry(images: np.ndarray, size: int | None, geometry: str = "pad", *, labels: bool = False

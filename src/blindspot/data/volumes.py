@@ -1,4 +1,4 @@
-"""Whole 3-D volumes as stored, for the experiments that score whole volumes (``--volumes``).
+"""Whole 3-D volumes (closest-canonical RAS), for the experiments that score whole volumes (``--volumes``).
 
 Sources (:class:`~blindspot.data.DataConfig` ``data`` / ``layout``):
 
@@ -7,12 +7,13 @@ Sources (:class:`~blindspot.data.DataConfig` ``data`` / ``layout``):
 * ``brats`` — BraTS subjects, the ``modality`` file of each (the segmentation is not read: the
   tumour is part of the volume).
 
-Volumes are read one at a time (a 256³ volume is 64 MiB as float32), in array index order as
-stored: no reorientation and no resizing (``size`` is refused: it resizes 2-D images). Each is
+Volumes are read one at a time (a 256³ volume is 64 MiB as float32), each brought to nibabel's
+closest-canonical RAS orientation like every volume source (the template included), and not
+resized (``size`` is refused: it resizes 2-D images). Each is
 prepared on its own: ``normalize`` (divide by a foreground percentile, clip to [0, 1]), then
 ``equalize`` (the volume's foreground histogram, 256 bins, background back to 0). The foreground
 is ``volume > 0``. Every volume carries its voxel spacing per array axis, from the header (1 mm
-for the template), for radii given in millimetres.
+for the template), in the canonical axis order, for radii given in millimetres.
 """
 
 from __future__ import annotations
@@ -123,8 +124,8 @@ def whole_volumes(config: DataConfig, *, default_split: str = "all") -> VolumeSe
 
         def read(k: int) -> Volume:
             path = files[k][0]
-            raw = read_nifti(path)  # one sentence naming the file when it is not a 3-D volume
-            spacing = nifti_spacing(path)
+            raw = read_nifti(path, canonical=True)  # one sentence naming the file when it is not a 3-D volume
+            spacing = nifti_spacing(path, canonical=True)
             image = _prepare(raw, config, f"'{path}'")
             return Volume(names[k], image, None, image > 0, files[k], tuple(spacing))
     source = {"data": config.data, "layout": config.layout, "split": config.split,

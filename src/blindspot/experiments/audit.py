@@ -19,7 +19,9 @@ average precision over all pixels of the image (sklearn's AP), then averaged ove
   visible one (of the reference score ``l1`` in the realistic mode), in both modes.
 * **matched blur σ**: the experiment-1 grid on the same images and centres
   (:func:`blindspot.experiments.pitfalls.intensity_experiment`), each mode's ``l1`` curve matched to
-  its closest σ column (:func:`blindspot.experiments.model_pitfalls.match_blur`).
+  its closest σ column (:func:`blindspot.experiments.model_pitfalls.match_blur`), judged by the rule of
+  :func:`blindspot.experiments.pitfalls.match_quality` (relative to the curves' spread, with the
+  distance's bootstrap interval over the per-image curves).
 * **blind band**: the intensities with AP < :data:`BLIND_AP`, its width (share of the intensity
   grid) and the share of healthy foreground pixels whose intensity lies in it; the scores are
   ranked by band width, then minimum AP, then mean AP.
@@ -41,6 +43,7 @@ import numpy as np
 from blindspot.anomalies import TEXTURES, anomaly_labels, texture_anomaly
 from blindspot.errors import BlindspotError
 from blindspot.experiments.model_pitfalls import match_blur
+from blindspot.experiments.pitfalls import MATCH_KEYS
 from blindspot.experiments.pitfalls import experiment_centers, intensity_experiment, random_streams
 from blindspot.metrics import average_precision_batch
 from blindspot.models.adapters import as_adapter
@@ -420,7 +423,7 @@ def audit(
                                         threads=threads, pool=pool)
         for mode, ap in (("normal", ap_normal), ("anomalous", ap_anomalous)):
             curve = ap[:, reference].mean(axis=0)
-            matches[mode] = match_blur(curve, blur["ap"]) if np.isfinite(curve).all() else None
+            matches[mode] = match_blur(curve, blur["ap"], ap[:, reference], blur["ap_per_image"]) if np.isfinite(curve).all() else None
 
     # 6. the worst cases: the lowest realistic AP at the blindest intensity
     with _timed(timings, "worst cases"):
@@ -455,7 +458,8 @@ def audit(
         result[f"matched_sigma{suffix}"] = np.float64(sigmas[match["index"]]) if match else np.float64(np.nan)
         result[f"matched_sigma_index{suffix}"] = np.int64(match["index"] if match else -1)
         result[f"matched{suffix}"] = np.bool_(match["matched"] if match else False)
-        result[f"matched_mean_abs{suffix}"] = np.float64(match["mean_abs"] if match else np.nan)
+        for key in MATCH_KEYS:  # the distance, its interval over images, its bound and the worst point
+            result[f"matched_{key}{suffix}"] = np.float64(match[key] if match else np.nan)
         summary = profile_summary(result[f"ap_{mode}"], intensities, counts, edges)
         for key, value in summary.items():
             result[f"{key}_{mode}"] = value

@@ -109,13 +109,20 @@ def model_intensity_experiment(
     }
 
 
-def match_blur(ap: np.ndarray, blur_ap: np.ndarray) -> dict:
+def match_blur(ap: np.ndarray, blur_ap: np.ndarray, ap_per_image: np.ndarray | None = None,
+               blur_per_image: np.ndarray | None = None, **bootstrap) -> dict:
     """The σ column of ``blur_ap`` (I, S) closest (L1) to the model curve ``ap`` (I,), and whether it matches.
 
-    Returns ``index``, ``l1``, ``mean_abs`` and ``matched`` (False at the largest σ of the grid or
-    beyond :data:`blindspot.experiments.pitfalls.MATCH_TOLERANCE`).
+    The verdict is :func:`blindspot.experiments.pitfalls.match_quality`'s (relative to the curves'
+    spread, checked against the per-image curves ``ap_per_image`` (N, I) when given, paired with the
+    grid's ``blur_per_image`` (N, I, S) when given too; ``bootstrap``: ``resamples``, ``level``,
+    ``seed`` of its interval; never at the largest σ of the grid). Returns ``index`` and the scalars
+    of ``match_quality``.
     """
     curve, columns = np.asarray(ap)[None, :], np.asarray(blur_ap).T
     index = match_curves(curve, columns)
-    quality = match_quality(curve, columns, index, upper_edge=True)
+    per_image = None if ap_per_image is None else np.asarray(ap_per_image)[:, None, :]
+    blur_columns = None if blur_per_image is None else np.swapaxes(np.asarray(blur_per_image), 1, 2)
+    quality = match_quality(curve, columns, index, upper_edge=True, per_image=per_image, reference_per_image=blur_columns,
+                            **bootstrap)
     return {"index": int(index[0]), **{k: v[0].item() for k, v in quality.items()}}

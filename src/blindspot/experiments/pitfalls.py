@@ -175,24 +175,83 @@ def texture_experiment(
     return result
 
 
-#: A curve matches a reference row when their mean absolute AP difference is at most this.
+#: A match's mean |ΔAP| may never exceed this (an absolute cap, on top of the relative rules below).
 MATCH_TOLERANCE = 0.1
+#: A match's mean |ΔAP| may be at most this fraction of the curves' spread (the larger range over the grid).
+MATCH_SPREAD_FRACTION = 0.15
+#: At no grid point may |ΔAP| exceed this fraction of the larger of the two APs there.
+MATCH_POINTWISE = 0.5
+#: The floor of the spread and of the pointwise denominator, so nearly flat or near-zero curves are not judged on noise.
+MATCH_FLOOR = 0.05
+#: Resamples of the images for the distance's interval, and its two-sided level (defaults; runs pass theirs).
+MATCH_RESAMPLES, MATCH_LEVEL = 1000, 0.95
 
 
-def match_quality(curves: np.ndarray, reference: np.ndarray, index: np.ndarray, *, upper_edge: bool = False) -> dict:
-    """Distances and verdicts of the matches ``index`` of :func:`match_curves`.
+def match_rule(level: float | None = MATCH_LEVEL) -> str:
+    """The match criterion of :func:`match_quality` in one sentence; ``level`` None: without the per-image check."""
+    rule = (f"a curve matches when its mean |ΔAP| to the reference is at most {MATCH_SPREAD_FRACTION:g} of the larger "
+            f"range of the two curves (at least {MATCH_FLOOR:g}) and at most {MATCH_TOLERANCE:g}, and no point differs by "
+            f"more than {MATCH_POINTWISE:g} of the larger AP there (at least {MATCH_FLOOR:g})")
+    if level is None:
+        return rule
+    return (f"{rule}; the upper end of the {100 * level:g} % bootstrap interval of the mean |ΔAP| (the per-image "
+            "curves, and the reference's with them, resampled) must meet the first bound too")
 
-    A match holds when the mean absolute AP difference along the curve is at most
-    :data:`MATCH_TOLERANCE` and, with ``upper_edge``, the reference row is not the last one (a
-    model matched to the largest σ of the grid may be worse than any σ of it).
-    Returns ``l1`` (C,), ``mean_abs`` (C,) and ``matched`` (C,) bool.
+
+def match_quality(curves: np.ndarray, reference: np.ndarray, index: np.ndarray, *, upper_edge: bool = False,
+                  per_image: np.ndarray | None = None, reference_per_image: np.ndarray | None = None,
+                  resamples: int = MATCH_RESAMPLES, level: float = MATCH_LEVEL, seed: int = 0) -> dict:
+    """Distances and verdicts of the matches ``index`` of :func:`match_curves` (the rule of :func:`match_rule`).
+
+    An absolute bound alone calls curves whose APs are all low a match however different their shapes,
+    so the mean |ΔAP| is judged against the curves' spread and every point against its own AP. With
+    ``per_image`` (N, C, S), the per-image curves whose mean is ``curves``, the distance gets a
+    bootstrap interval over images, and a match must hold at its upper end too (a match that the
+    image-to-image variability cannot confirm is none); with ``reference_per_image`` (N, R, S) on the
+    same images the reference is resampled with them (a paired bootstrap; ``resamples`` draws from
+    ``seed``, a two-sided percentile interval at ``level``). With ``upper_edge`` the reference row must not
+    be the last one (a model matched to the largest σ of the grid may be worse than any σ of it).
+    Returns ``l1``, ``mean_abs``, ``limit`` (the bound on ``mean_abs``), ``pointwise`` (the worst
+    relative pointwise difference), ``mean_abs_low``, ``mean_abs_high`` (NaN without ``per_image``) and
+    ``matched``, each (C,).
     """
-    l1 = np.abs(np.asarray(curves) - np.asarray(reference)[index]).sum(axis=1)
-    mean_abs = l1 / np.asarray(curves).shape[1]
-    matched = mean_abs <= MATCH_TOLERANCE
+    curves = np.asarray(curves, float)
+    matched_rows = np.asarray(reference, float)[np.asarray(index)]
+    difference = np.abs(curves - matched_rows)
+    mean_abs = difference.mean(axis=1)
+    spread = np.maximum(np.ptp(curves, axis=1), np.ptp(matched_rows, axis=1))
+    limit = np.minimum(MATCH_SPREAD_FRACTION * np.maximum(spread, MATCH_FLOOR), MATCH_TOLERANCE)
+    pointwise = (difference / np.maximum(np.maximum(curves, matched_rows), MATCH_FLOOR)).max(axis=1)
+    low = high = np.full(len(curves), np.nan)
+    matched = (mean_abs <= limit) & (pointwise <= MATCH_POINTWISE)
+    if per_image is not None:
+        per_image = np.asarray(per_image, float)
+        n = len(per_image)
+        picks = np.random.default_rng(seed).integers(0, n, (resamples, n))
+        weights = np.zeros((resamples, n))
+        np.add.at(weights, (np.arange(resamples)[:, None], picks), 1.0 / n)
+        resampled = (weights @ per_image.reshape(n, -1)).reshape(resamples, *curves.shape)  # (B, C, S)
+        if reference_per_image is not None:
+            paired = np.asarray(reference_per_image, float)[:, np.asarray(index)]
+            matched_rows = (weights @ paired.reshape(n, -1)).reshape(resamples, *curves.shape)
+        distances = np.abs(resampled - matched_rows).mean(axis=2)
+        tail = 50 * (1 - level)
+        low, high = np.percentile(distances, [tail, 100 - tail], axis=0)
+        matched &= high <= limit
     if upper_edge:
         matched &= np.asarray(index) < len(reference) - 1
-    return {"l1": l1, "mean_abs": mean_abs, "matched": matched}
+    return {"l1": difference.sum(axis=1), "mean_abs": mean_abs, "limit": limit, "pointwise": pointwise,
+            "mean_abs_low": low, "mean_abs_high": high, "matched": matched}
+
+
+#: The per-curve entries of :func:`match_quality` that results store (as ``match_<key>``).
+MATCH_KEYS = ("mean_abs", "mean_abs_low", "mean_abs_high", "limit", "pointwise")
+
+
+def match_distance_text(mean_abs: float, low: float, high: float, limit: float) -> str:
+    """A match distance for summaries: ``0.012 [0.008, 0.020] (bound 0.030)``; no interval when ``low`` is NaN."""
+    interval = "" if np.isnan(low) else f" [{low:.3f}, {high:.3f}]"
+    return f"{mean_abs:.3f}{interval} (bound {limit:.3f})"
 
 
 def match_curves(curves: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -220,7 +279,7 @@ def blind_spot_table(intensities: np.ndarray, sigmas: np.ndarray, ap: np.ndarray
         rows.append(
             {
                 "sigma": float(sigmas[s]),
-                "blind_bands": _bands(intensities, curve < 0.5),
+                "blind_bands": value_bands(intensities, curve < 0.5),
                 "min_ap": float(curve.min()),
                 "min_at": float(intensities[int(np.argmin(curve))]),
                 "mean_ap": float(curve.mean()),
@@ -229,7 +288,7 @@ def blind_spot_table(intensities: np.ndarray, sigmas: np.ndarray, ap: np.ndarray
     return rows
 
 
-def _bands(values: np.ndarray, inside: np.ndarray) -> list[tuple[float, float]]:
+def value_bands(values: np.ndarray, inside: np.ndarray) -> list[tuple[float, float]]:
     """Contiguous runs of ``inside`` as (first value, last value) pairs."""
     edges = np.diff(np.concatenate([[0], inside.astype(np.int8), [0]]))
     starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1

@@ -22,12 +22,14 @@ from blindspot.execution import Execution, execution_record, open_pool
 from blindspot.experiments.grid import check_grid_size, grid_fingerprint
 from blindspot.experiments.model_pitfalls import RECONSTRUCT, match_blur, model_intensity_experiment
 from blindspot.experiments.pitfalls import (
-    MATCH_TOLERANCE,
+    MATCH_KEYS,
     blind_spot_table,
     intensity_experiment,
     intensity_grid_axes,
     match_curves,
+    match_distance_text,
     match_quality,
+    match_rule,
     texture_experiment,
 )
 from blindspot.experiments.uncertainty import (
@@ -228,6 +230,12 @@ def run_intensity(out: str | Path, data: DataConfig = DataConfig(), *, radius: f
 # experiment 2
 
 
+def match_bootstrap(parameters: dict) -> dict:
+    """The bootstrap keywords of :func:`match_quality` for a run's settings; empty when its bootstrap is off."""
+    n, level, seed = bootstrap_settings(parameters)
+    return {"resamples": n, "level": level, "seed": seed} if n else {}
+
+
 def load_intensity_match(match: Path, images: np.ndarray, radius: float, sigmas: np.ndarray) -> dict:
     """An experiment-1 result to match against; it must be on the same images (pixel for pixel), radius and σ grid."""
     config = load_json(match / "config.json")
@@ -267,16 +275,18 @@ def write_texture(folder: Path, imageset: ImageSet, parameters: dict, *, match: 
             raise BlindspotError("give either `match` (whose centres are reused) or `centers`, not both.")
         reference = load_intensity_match(Path(match), imageset.images, parameters["radius_used"], sigmas)
         result = texture_experiment(imageset.images, centers=reference["centers"], **common)
-        intensities, reference_ap = reference["intensities"], reference["ap"]
+        intensities, reference_ap, reference_per_image = reference["intensities"], reference["ap"], reference.get("ap_per_image")
         centers_record = f"those of {os.path.relpath(match, folder)}"
     else:
         result = texture_experiment(imageset.images, centers=explicit, match_intensities=intensities, **common)
-        reference_ap = result["intensity_ap"]
+        reference_ap, reference_per_image = result["intensity_ap"], result["intensity_ap_per_image"]
     index = match_curves(result["ap"], reference_ap)
-    quality = match_quality(result["ap"], reference_ap, index)
+    check = match_bootstrap(parameters)
+    paired = {"per_image": result["ap_per_image"], "reference_per_image": reference_per_image, **check} if check else {}
+    quality = match_quality(result["ap"], reference_ap, index, **paired)
     arrays = {**result, **grid_intervals(result["ap_per_image"], parameters), "matched_intensity_index": index,
               "matched_intensity": intensities[index], "matched_ap": reference_ap[index], "matched_l1": quality["l1"],
-              "matched": quality["matched"]}
+              "matched": quality["matched"], **{f"match_{k}": quality[k] for k in MATCH_KEYS}}
     if parameters["save_inputs"]:
         arrays["inputs"] = imageset.images
     save_npz(folder / "results.npz", **arrays)
@@ -293,7 +303,7 @@ def write_texture(folder: Path, imageset: ImageSet, parameters: dict, *, match: 
 
     texture_means = [_grid_mean_interval(result["ap_per_image"][:, k], parameters) for k in range(len(result["textures"]))]
     rows = [[name, f"{arrays['matched_intensity'][k]:.3f}" if quality["matched"][k] else
-             f"no match (closest {arrays['matched_intensity'][k]:.3f})", f"{quality['mean_abs'][k]:.3f}",
+             f"no match (closest {arrays['matched_intensity'][k]:.3f})", match_distance_text(*(quality[key][k] for key in MATCH_KEYS[:4])),
              *(cell(k, s) for s in shown), interval_text(result["ap"][k].mean(), *texture_means[k])]
             for k, name in enumerate(result["textures"])]
     header = ["texture", "matched intensity", "mean |ΔAP| to it",
@@ -303,8 +313,8 @@ def write_texture(folder: Path, imageset: ImageSet, parameters: dict, *, match: 
                f"{count(len(imageset), 'image')} from `{imageset.source['data']}`, "
                f"{radius_text(parameters, imageset.images.shape[-1])}, "
                f"{sigma_text(sigmas)}, seed {parameters['seed']}, centres {centers_record}; "
-               f"matched to {matched_to}. A texture matches the intensity whose AP curve is closest (L1), when the mean "
-               f"absolute AP difference is at most {MATCH_TOLERANCE}.{bootstrap_sentence(parameters, len(imageset))}\n\n"
+               f"matched to {matched_to}. A texture is matched to the intensity whose AP curve is closest (L1); "
+               f"{match_rule(check.get('level'))}.{bootstrap_sentence(parameters, len(imageset))}\n\n"
                f"{markdown_table(header, rows)}\n")
     save_figure(plot_texture_curves(arrays), folder / "textures.png")
     return arrays
@@ -370,13 +380,16 @@ def write_model(folder: Path, imageset: ImageSet, parameters: dict, *, model, ch
                                         centers=reference["centers"], reconstruct=parameters["reconstruct"],
                                         batch_size=parameters["batch_size"], device=device)
     reconstructions = result.pop("reconstructions")
-    match_ = match_blur(result["ap"], reference["ap"])
+    check = match_bootstrap(parameters)
+    per_image = (result["ap_per_image"], reference.get("ap_per_image")) if check else ()
+    match_ = match_blur(result["ap"], reference["ap"], *per_image, **check)
     s = match_["index"]
     counts, edges = foreground_histogram(imageset.images)
     arrays = {**result, **grid_intervals(result["ap_per_image"], parameters), "sigmas": reference["sigmas"],
               "blur_ap": reference["ap"], "matched_sigma_index": np.int64(s),
               "matched_sigma": np.float64(reference["sigmas"][s]), "matched_ap": reference["ap"][:, s],
               "matched_l1": np.float64(match_["l1"]), "matched": np.bool_(match_["matched"]),
+              **{f"match_{k}": np.float64(match_[k]) for k in MATCH_KEYS},
               "histogram_counts": counts, "histogram_edges": edges}
     if parameters["save_inputs"]:
         arrays.update(inputs=imageset.images, reconstructions=reconstructions)
@@ -422,15 +435,19 @@ def _model_summary(arrays: dict, config: dict, imageset: ImageSet, *, blur_per_i
     header = ["reconstruction", "mean AP", "min AP", "at intensity", "intensities with AP < 0.5"]
     if uncertain:
         header += [f"{100 * level:g} % interval entirely below 0.5", f"{100 * level:g} % interval straddles 0.5"]
-    mean_abs = float(arrays["matched_l1"]) / len(arrays["intensities"])
+    distance = match_distance_text(*(float(arrays[f"match_{key}"]) for key in MATCH_KEYS[:4]))
+    pointwise = float(arrays["match_pointwise"])
     if arrays["matched"]:
-        verdict = f"The model's curve matches a Gaussian blur of σ = {sigma:.3f} (mean |ΔAP| {mean_abs:.3f})."
+        verdict = (f"The model's curve matches a Gaussian blur of σ = {sigma:.3f} (mean |ΔAP| {distance}; worst point "
+                   f"{pointwise:.2f} of its AP).")
     else:
         edge = int(arrays["matched_sigma_index"]) == len(arrays["sigmas"]) - 1
-        why = (f"the closest blur is the largest σ of the grid ({sigma:.3f}; mean |ΔAP| {mean_abs:.3f}), so the model may "
+        why = (f"the closest blur is the largest σ of the grid ({sigma:.3f}; mean |ΔAP| {distance}), so the model may "
                "lie beyond it: extend the grid (a larger σ maximum, `--sigma-max`)" if edge
-               else f"the closest blur, σ = {sigma:.3f}, differs by a mean |ΔAP| of {mean_abs:.3f} (> {MATCH_TOLERANCE})")
+               else f"the closest blur, σ = {sigma:.3f}, differs by a mean |ΔAP| of {distance}, at worst by "
+                    f"{pointwise:.2f} of the AP at one intensity")
         verdict = f"No match within the grid: {why}."
+    verdict += f" The rule: {match_rule(level if n else None)}."
     return (f"# Experiment 3: {label}, reconstruction of the {p['reconstruct']} image\n\n"
             f"Checkpoint `{config['checkpoint']['path']}`; {count(len(imageset), 'image')} from `{config['data']['data']}` "
             "prepared as "
@@ -488,6 +505,13 @@ def load_model_result(folder: str | Path) -> tuple[dict, dict]:
     return arrays, config
 
 
+def _mean_ap_interval(folder: str | Path, config: dict) -> tuple:
+    """The interval of an experiment-3 result's mean AP over the intensities, for the error-vs-AP bars; (None, None) without one."""
+    with np.load(Path(folder) / "results.npz") as saved:
+        per_image = saved["ap_per_image"] if "ap_per_image" in saved.files else None
+    return (None, None) if per_image is None else _grid_mean_interval(per_image, config["parameters"])
+
+
 def _data_difference(a: dict, b: dict) -> str:
     """What differs between the data of two results' configs, in words: the first differing setting, else the images."""
     def settings(config: dict) -> dict:
@@ -537,5 +561,7 @@ def compare_models(result_dirs: Sequence[str | Path], out: str | Path, *, overwr
                    "of the Gaussian blur each model's AP curve is closest to (MIDL 2022 Fig. 1a, 3a and 4b).\n\n"
                    f"{markdown_table(header, rows)}\n\n![curves](curves.png) ![error vs AP](error_vs_ap.png)\n")
         save_figure(plot_compare_curves(results, labels), folder / "curves.png")
-        save_figure(plot_error_vs_ap(errors, mean_ap, labels), folder / "error_vs_ap.png")
+        save_figure(plot_error_vs_ap(errors, mean_ap, labels, ap_intervals=[_mean_ap_interval(d, config) for d, (_, config)
+                                                                            in zip(result_dirs, loaded)]),
+                    folder / "error_vs_ap.png")
     return Path(out)

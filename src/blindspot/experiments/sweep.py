@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from scipy import ndimage
 
 from blindspot.anomalies import KINDS, RADIUS_RANGE
 from blindspot.data import DataConfig, load_training, resolve
@@ -77,7 +78,7 @@ from blindspot.results import (
     write_text,
 )
 from blindspot.training import cpu_threads, make_config, train
-from blindspot.training.run_folder import TRAIN, model_kwargs
+from blindspot.training.run_folder import TRAIN, model_kwargs, training_length
 
 __all__ = ["METRICS", "parse_dims", "run_metrics", "summarize", "sweep_intervals", "sweep_latent"]
 
@@ -224,7 +225,7 @@ def sweep_latent(
                 remove_marked_folder(out)
             raise
         write_summary(out, dims, repeats, evaluations, settings, n_test=len(test), bootstrap=bootstrap,
-                      confidence=confidence, seed=seed)
+                      confidence=confidence, seed=seed, test_set=describe_test_set(test))
     return out
 
 
@@ -479,9 +480,47 @@ def best_d_sentence(rows: list[dict], metric: str = "image_auroc", chance: float
                    f"below 0){spread}.")
 
 
+def describe_test_set(test) -> str:
+    """The test set in words: the synthetic set's recipe, or the labelled set's source, images and lesions."""
+    n = len(test)
+    volumes = len(set(test.volumes))
+    origin = f"{n} images of the test split of `{test.source.get('data', '?')}` from {volumes} volume(s)"
+    if test.source.get("test_set", {}).get("kind") == "synthetic":
+        return (f"{origin}, as the synthetic test set (the source has no labels): its {n // 2} normal images and a copy of "
+                f"each with one {'/'.join(KINDS)} anomaly, radius {RADIUS_RANGE[0]:g}–{RADIUS_RANGE[1]:g} px at 256 px")
+    if test.labels is not None:
+        per_slice = np.zeros((3, 3, 3), bool)
+        per_slice[1] = ndimage.generate_binary_structure(2, 1)  # regions within a slice, not across slices
+        lesions = ndimage.label(test.labels, structure=per_slice)[1]
+        abnormal = int(test.labels.reshape(n, -1).any(axis=1).sum())
+        return (f"{origin}, with their own pixel labels: {abnormal} abnormal and {n - abnormal} normal images, "
+                f"{lesions} labelled lesion regions (connected regions of the slices' masks)")
+    abnormal = int(np.sum(test.anomalous))
+    return f"{origin}, with their own image labels: {abnormal} abnormal and {n - abnormal} normal images"
+
+
+def _run_lengths(out: Path, dims: Sequence[int], repeats: int) -> str:
+    """What the runs' trainings did (steps, epochs, images seen, batch), read from their ``config.json``."""
+    lengths = {}
+    for d in dims:
+        for k in range(repeats):
+            record = load_json(out / "runs" / run_name(d, k) / "config.json")
+            length = record.get("length") or training_length(  # runs of earlier versions lack it
+                record["resolved"]["steps"], record["config"]["batch_size"], record["training_data"]["train"]["images"])
+            lengths.setdefault(length["summary"], []).append(run_name(d, k))
+    if len(lengths) == 1:
+        return f"every run trained {next(iter(lengths))}"
+    return "the runs trained " + "; ".join(f"{', '.join(names)}: {text}" for text, names in lengths.items())
+
+
 def write_summary(out: Path, dims: Sequence[int], repeats: int, evaluations: dict, settings: dict, *, n_test: int,
-                  bootstrap: int = N_RESAMPLES, confidence: float = CONFIDENCE, seed: int = 0) -> None:
-    """``summary.csv``, ``runs.csv``, ``summary.md`` and ``latent_sweep.png`` from the runs' evaluations."""
+                  bootstrap: int = N_RESAMPLES, confidence: float = CONFIDENCE, seed: int = 0, test_set: str | None = None
+                  ) -> None:
+    """``summary.csv``, ``runs.csv``, ``summary.md`` and ``latent_sweep.png`` from the runs' evaluations.
+
+    ``test_set`` describes the test images (:func:`describe_test_set`); the runs' training lengths are
+    read from their folders.
+    """
     rows = summarize(dims, repeats, evaluations)
     names = [m for m in METRICS if f"{m}_mean" in rows[0]]
     if bootstrap:
@@ -508,7 +547,7 @@ def write_summary(out: Path, dims: Sequence[int], repeats: int, evaluations: dic
     header = ["d", *(LABELS[m] if not m.startswith("error") else f"error {LABELS[m].split()[0]}" for m in names)]
     table = [[row["d"], *(cell(row, m, 5 if m.startswith("error") else 3) for m in names)] for row in rows]
     config = settings["train_config"]
-    length = f"{config['steps']} steps" if config["steps"] else f"{config['epochs']:g} epochs"
+    asked = f"{config['steps']} steps" if config["steps"] else f"{config['epochs']:g} epochs"
     lowest = min(rows, key=lambda row: row["error_normal_mean"])
     pixel = ("pixel AP and best Dice over all test pixels pooled; " if "pixel_ap" in names
              else "the test set has image labels only, so there are no pixel metrics; ")
@@ -524,12 +563,12 @@ def write_summary(out: Path, dims: Sequence[int], repeats: int, evaluations: dic
             + markdown_table(["d", *(LABELS[m] for m in compared)], [[row["d"], *(versus(row, m) for m in compared)] for row in rows]))
     write_text(out / "summary.md", (
         f"# Latent-size sweep: {settings['model']}\n\n"
-        f"Preset `{settings['preset']}` ({length}, batch {config['batch_size']}, "
+        f"Preset `{settings['preset']}` ({asked}, batch {config['batch_size']}, "
         f"{config['size']} px), data `{settings['data']['data']}`, {repeats} repeat(s) per d ({_seeds(config['seed'], repeats)}); "
+        f"{_run_lengths(out, dims, repeats)}; "
         "the last checkpoint of each run is evaluated with the `benchmark` protocol. Mean ± sample std over repeats.\n\n"
-        f"Test set: {n_test} images of the test split (see `test_set.json`; a source without labels gets the synthetic "
-        f"test set: each normal image and a copy with one {'/'.join(KINDS)} anomaly, radius "
-        f"{RADIUS_RANGE[0]:g}–{RADIUS_RANGE[1]:g} px at 256 px). Anomaly map: the per-pixel loss; image score: its mean; "
+        f"Test set: {test_set or f'{n_test} images of the test split'} (see `test_set.json`). "
+        "Anomaly map: the per-pixel loss; image score: its mean; "
         f"{pixel}error: mean per-pixel loss of the normal and of the abnormal test images.\n\n"
         f"{markdown_table(header, table)}\n\n"
         f"{best_d_sentence(rows, confidence=confidence, n_cases=n_test)} Lowest error on normal images at d = {lowest['d']}."

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from blindspot.experiments.pitfalls import _bands, blind_spot_table
+from blindspot.experiments.pitfalls import blind_spot_table, value_bands
 from blindspot.metrics.bootstrap import (
     CONFIDENCE,
     N_RESAMPLES,
@@ -70,8 +70,8 @@ def grid_intervals(ap_per_image: np.ndarray, parameters: dict) -> dict[str, np.n
 def curve_uncertainty(intensities: np.ndarray, curves: np.ndarray, confidence: float) -> dict:
     """The uncertain blind band of one AP-over-intensity curve from its resampled curves ``(B, I)``."""
     low, high = percentile_interval(curves, confidence)
-    return {"below_bands": _bands(intensities, high < BLIND_AP),
-            "straddle_bands": _bands(intensities, (low < BLIND_AP) & (high >= BLIND_AP)),
+    return {"below_bands": value_bands(intensities, high < BLIND_AP),
+            "straddle_bands": value_bands(intensities, (low < BLIND_AP) & (high >= BLIND_AP)),
             "min_ap_interval": percentile_interval(curves.min(axis=1), confidence),
             "mean_ap_interval": percentile_interval(curves.mean(axis=1), confidence)}
 

@@ -25,11 +25,11 @@ from blindspot.execution import Execution, execution_record, open_pool
 from blindspot.metrics.bootstrap import CONFIDENCE, N_RESAMPLES, mean_intervals
 from blindspot.experiments.model_pitfalls import RECONSTRUCT, match_blur
 from blindspot.experiments.pitfalls import (
-    MATCH_TOLERANCE,
     blind_spot_table,
     intensity_grid_axes,
     match_curves,
     match_quality,
+    match_rule,
 )
 from blindspot.experiments.runs import (
     COMMANDS,
@@ -311,8 +311,8 @@ def write_volume_texture(folder: Path, volumes, data: DataConfig, slices, parame
             f"{_volumes_text(volumes, result)}, {_radius_text(parameters, result)}, {len(sigmas)} σ in "
             f"[0, {parameters['sigma_max']:g}], seed {parameters['seed']}, "
             f"{_slices_text(data, slices, result) if centers_record == 'sampled from the seed' else 'centres ' + centers_record}; "
-            f"3-D pixel shuffle, sink and source inside the ball; matched to {matched_to}. A texture matches the intensity "
-            f"whose AP curve is closest (L1), when the mean absolute AP difference is at most {MATCH_TOLERANCE}."
+            f"3-D pixel shuffle, sink and source inside the ball; matched to {matched_to}. A texture is matched to the "
+            f"intensity whose AP curve is closest (L1); {match_rule()}."
             f"{bootstrap_sentence(parameters, len(result['shapes']), 'volume') if 'ap_low' in arrays else ''}\n\n"
             f"{markdown_table(header, rows)}\n")
     if compare:

@@ -5,7 +5,8 @@ Configurations and presets are in :mod:`blindspot.training.config`; the run fold
 
 One call, :func:`train`, trains a model of :mod:`blindspot.models` into a run folder::
 
-    RUN/config.json    model, full training config, data, device, versions, resume history
+    RUN/config.json    model, full training config, data, device, versions, resume history, and what the
+                       training did: steps, epochs, images seen, batch size (``length``)
     RUN/metrics.csv    one row per validation: step, epoch, train loss parts, val_loss, val_ap, speed
     RUN/best_ap.pt     checkpoint with the best validation AP
     RUN/best_loss.pt   checkpoint with the lowest validation loss
@@ -69,6 +70,7 @@ from blindspot.training.run_folder import (
     make_optimizer,
     model_kwargs,
     run_exists_message,
+    training_length,
 )
 
 __all__ = ["PRESETS", "NothingToDo", "TrainConfig", "cpu_threads", "make_config", "resume_run", "step_seed", "train"]
@@ -302,6 +304,7 @@ def _train(config: TrainConfig, out: Path, model_name: str, model_options: dict 
                 "resolved": {"layout": data.layout, "split": data.split, "loss": model.loss, "augment": augment,
                              "steps": config.steps, "epochs": config.steps * config.batch_size / len(train_set),
                              "input_range": list(config.input_range), "hold_out": config.hold_out},
+                "length": training_length(config.steps, config.batch_size, len(train_set)),
                 "seed": config.seed,
                 "device": str(device),
                 "threads": threads,

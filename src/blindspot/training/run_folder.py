@@ -127,6 +127,21 @@ def deferred_interrupt() -> Iterator[dict]:
         signal.signal(signal.SIGINT, previous)
 
 
+def training_length(steps: int, batch_size: int, n_images: int) -> dict:
+    """What a training of ``steps`` optimizer steps of ``batch_size`` on ``n_images`` images did, with one sentence.
+
+    A preset's epochs become steps (rounded up), so the epochs really trained may differ from the
+    preset's; this states them from the steps, e.g. ``258 steps (≈ 250.2 epochs of 66 images, batch
+    64, 16,512 images seen)``.
+    """
+    seen = steps * batch_size
+    epochs = seen / n_images
+    sentence = (f"{steps:,} step{'s' * (steps != 1)} (≈ {epochs:,.1f} epochs of {n_images:,} images, batch {batch_size}, "
+                f"{seen:,} images seen)")
+    return {"steps": steps, "batch_size": batch_size, "train_images": n_images, "images_seen": seen, "epochs": epochs,
+            "summary": sentence}
+
+
 def plain_json(value: Any) -> Any:
     """JSON-normal form (tuples become lists) for comparing configs with stored ones."""
     return json.loads(json.dumps(value))
