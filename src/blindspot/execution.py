@@ -41,6 +41,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import blindspot.progress as progress_bars
 from blindspot.errors import BlindspotError
+from blindspot.wording import count
 
 __all__ = ["CONNECT_TIMEOUT", "Execution", "Pool", "cores", "execution_record", "gpu_resources", "open_pool",
            "warn_above_cores"]
@@ -301,8 +302,7 @@ def open_pool(execution: "Execution | Pool | None") -> Iterator[Pool | None]:
             client, cluster = _connect(execution.scheduler), None
         else:
             warn_above_cores("workers", execution.workers)
-            progress_bars.status(f"starting a local Dask cluster of {execution.workers} worker"
-                                 f"{'s' if execution.workers > 1 else ''} ...")
+            progress_bars.status(f"starting a local Dask cluster of {count(execution.workers, 'worker')} ...")
             cluster = _start_cluster(execution.workers)
             try:
                 client = Client(cluster, set_as_default=False)
@@ -327,11 +327,11 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-def warn_above_cores(name: str, count: int | None) -> None:
-    """Warn when ``count`` workers or threads (parameter ``name``) exceed this machine's cores: they compete for them."""
+def warn_above_cores(name: str, number: int | None) -> None:
+    """Warn when ``number`` workers or threads (parameter ``name``) exceed this machine's cores: they compete for them."""
     available = cores()
-    if count is not None and count > available:
-        warnings.warn(f"`{name}` {count} exceeds the {available} core{'s' if available > 1 else ''} of this machine; "
+    if number is not None and number > available:
+        warnings.warn(f"`{name}` {number} exceeds the {count(available, 'core')} of this machine; "
                       "the work will run slower, not faster.", UserWarning, stacklevel=3)
 
 

@@ -33,6 +33,7 @@ from blindspot.metrics.ranking import ap_against_negatives
 from blindspot.progress import progress
 from blindspot.resources import check_memory
 from blindspot.results import save_npz
+from blindspot.wording import count
 
 #: σ values of one image per thread task: the unit of progress, and of the wait for Ctrl-C.
 SIGMA_BLOCK = 4
@@ -55,8 +56,7 @@ def check_grid_bytes(n_images: int, n_variants: int, n_sigmas: int, n_label: int
     ``unit``: "image" or "volume"; ``at_least``: the sizes are lower bounds (before the data are read).
     """
     need = grid_bytes(n_images, n_variants, n_sigmas, n_label, n_pixels, threads)
-    plural = "s" if n_images != 1 else ""
-    what = (f"the grid of {'at least ' if at_least else ''}{n_images:,} {unit}{plural} × {n_variants:,} anomalies × "
+    what = (f"the grid of {'at least ' if at_least else ''}{count(n_images, unit)} × {n_variants:,} anomalies × "
             f"{n_sigmas:,} σ ({n_label:,} anomaly {'voxels' if unit == 'volume' else 'pixels'} each)")
     if n_intensities is not None and n_intensities >= n_sigmas:
         check_memory(need, what, parameter="n_intensities", value=n_intensities,

@@ -39,6 +39,7 @@ from blindspot.metrics.accumulators import _bin_lower_edges, _float32_keys
 from blindspot.metrics.tables import CountTable, run_starts
 from blindspot.progress import progress
 from blindspot.resources import check_memory
+from blindspot.wording import count
 
 __all__ = [
     "CONFIDENCE",
@@ -95,7 +96,7 @@ def check_resample_memory(n_units: int, n_resamples: int, values_per_resample: f
     ``unit``: what is resampled (case, image, volume); ``at_least``: ``n_units`` is a lower bound
     (the data are not read yet).
     """
-    units = f"{'at least ' if at_least else ''}{n_units:,} {unit}{'s' if n_units != 1 else ''}"
+    units = f"{'at least ' if at_least else ''}{count(n_units, unit)}"
     check_memory(resample_bytes(n_units, n_resamples, values_per_resample), f"the resamples of {units}", parameter="bootstrap",
                  value=n_resamples, per_unit=resample_bytes(n_units, 1, values_per_resample))
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import signal
 import threading
 import time
@@ -17,6 +16,7 @@ import torch
 
 from blindspot.data import DataConfig
 from blindspot.errors import BlindspotError
+from blindspot.execution import cores
 from blindspot.results import atomic_write, remove_staging, staging_state
 from blindspot.training.config import TrainConfig, is_int
 
@@ -233,8 +233,7 @@ def cpu_threads(threads: int | None = None) -> int:
         if not (is_int(threads) and threads >= 1):
             raise BlindspotError(f"`threads` must be a positive integer; got {threads!r}.")
         return threads
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(torch.get_num_threads(), cores - 1))
+    return max(1, min(torch.get_num_threads(), cores() - 1))
 
 
 def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
